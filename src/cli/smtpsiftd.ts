@@ -1,0 +1,146 @@
+#!/usr/bin/env node
+// smtpsiftd [-d level] [-f configfile] [-p pidfile] | smtpsiftd -v   (proxsmtpd's flags)
+
+import { spawn } from 'node:child_process';
+import { createWriteStream, statSync } from 'node:fs';
+import { ConfigError } from '../config/errors.js';
+import { loadConfig } from '../config/load.js';
+import { problemAt, type Config } from '../config/schema.js';
+import { Logger, stderrSink, syslogSink, Level } from '../log/logger.js';
+import { startDaemon } from '../server/daemon.js';
+import { lookupUser, type Account } from '../server/privileges.js';
+import { getopt, UsageError } from './getopt.js';
+import { VERSION } from './version.js';
+
+const IDENT = 'smtpsiftd';
+export const DEFAULT_CONFIG = '/etc/smtpsiftd.conf';
+/** Set in the detached child, whose fd 3 tells the parent how start-up went. */
+const DETACHED_ENV = 'SMTPSIFTD_DETACHED';
+const USAGE = `usage: ${IDENT} [-d debuglevel] [-f configfile] [-p pidfile]\n       ${IDENT} -v\n`;
+
+class StartupError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
+}
+
+function parseLevel(text: string): number {
+  if (!/^-?\d+$/.test(text) || Number(text) > Level.Debug) {
+    throw new StartupError(`invalid debug log level '${text}' (must be between 0 and 4)`, 2);
+  }
+  return Number(text);
+}
+
+/** Checks that need the system, not just the file: the User account and TempDirectory. */
+function resolveSystem(config: Config, warn: (m: string) => void): Account | undefined {
+  try {
+    if (!statSync(config.tempDirectory).isDirectory()) throw new Error('not a directory');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such directory' : (e as Error).message;
+    throw new StartupError(problemAt(config, 'tempDirectory', `${config.tempDirectory}: ${why}`), 2);
+  }
+  const isRoot = process.getuid?.() === 0;
+  if (config.user === undefined) {
+    if (isRoot) warn('running as root is NOT recommended; set User');
+    return undefined;
+  }
+  const account = lookupUser(config.user);
+  if (account === undefined) throw new StartupError(problemAt(config, 'user', `no such user '${config.user}'`), 2);
+  if (!isRoot) {
+    warn(`must be started as root to switch to user: ${config.user}`);
+    return undefined;
+  }
+  return account;
+}
+
+/**
+ * Without -d: start a detached copy of ourselves (new session, no terminal, cwd /) and
+ * exit once it says it listens, with its error and status if it could not.
+ */
+function detach(): Promise<number> {
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    detached: true,
+    cwd: '/',
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+    env: { ...process.env, [DETACHED_ENV]: '1' },
+  });
+  return new Promise((resolve) => {
+    let said = '';
+    const pipe = child.stdio[3];
+    pipe?.on('data', (d: Buffer) => (said += d.toString()));
+    pipe?.on('end', () => {
+      if (said.startsWith('ready')) {
+        child.unref();
+        resolve(0);
+      }
+    });
+    child.on('exit', (code) => {
+      const [status, ...message] = said.trim().split('\n');
+      for (const line of message) process.stderr.write(`${IDENT}: ${line}\n`);
+      resolve(code ?? (Number(status) || 1));
+    });
+  });
+}
+
+async function main(args: string[]): Promise<number> {
+  const { opts, rest } = getopt(args, 'd:f:p:v');
+  if (rest.length > 0) throw new UsageError('unexpected arguments');
+  const file = (opts.get('f') as string | undefined) ?? DEFAULT_CONFIG;
+  if (opts.has('v')) {
+    process.stdout.write(`${IDENT} (version ${VERSION})\n          (config: ${DEFAULT_CONFIG})\n`);
+    return 0;
+  }
+  const debug = opts.get('d') as string | undefined;
+  const level = debug === undefined ? Level.Info : parseLevel(debug);
+  const config = loadConfig(file);
+  const detached = process.env[DETACHED_ENV] === '1';
+  const log = new Logger(debug === undefined ? syslogSink(IDENT) : stderrSink(IDENT), level);
+  const account = resolveSystem(config, (m) => log.warn(m));
+  let pidFile = opts.get('p') as string | undefined;
+  if (config.pidFile !== undefined) {
+    if (pidFile !== undefined) log.warn('ignoring pid file specified on the command line');
+    pidFile = config.pidFile;
+  }
+  if (debug === undefined && !detached) return detach();
+
+  const report = detached ? createWriteStream('', { fd: 3 }) : undefined;
+  let daemon;
+  try {
+    daemon = await startDaemon(config, { log, pidFile, account });
+  } catch (e) {
+    throw new StartupError((e as Error).message, 1);
+  }
+  const stop = (): void => {
+    void daemon.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+  process.on('SIGHUP', () => log.notice('SIGHUP received; nothing to reload yet'));
+  report?.end('ready\n');
+  return -1; // keep running
+}
+
+main(process.argv.slice(2)).then(
+  (status) => {
+    if (status >= 0) process.exit(status);
+  },
+  (e: unknown) => {
+    if (e instanceof UsageError) {
+      process.stderr.write(`${IDENT}: ${e.message}\n${USAGE}`);
+      process.exit(2);
+    }
+    const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
+    const status = e instanceof StartupError ? e.status : e instanceof ConfigError ? 2 : 1;
+    const text = problems.map((p) => `${IDENT}: ${p}`).join('\n');
+    if (process.env[DETACHED_ENV] === '1') {
+      createWriteStream('', { fd: 3 }).end(`${status}\n${problems.join('\n')}\n`, () => process.exit(status));
+    } else {
+      process.stderr.write(`${text}\n`);
+      process.exit(status);
+    }
+  },
+);

@@ -1,0 +1,88 @@
+// proxsmtpd.conf syntax (spec §2): `Name: value` lines, names case-insensitive, split at
+// the first colon, name and value trimmed, `#` lines and blank lines ignored, the last
+// value wins. Every problem is reported as `FILE:LINE: ...`; all of them, not just the first.
+
+import { readFileSync } from 'node:fs';
+import { formatAddress, type ListenAddress, type OutAddress } from './addresses.js';
+import { ConfigError, ValueError } from './errors.js';
+import { OPTION_KEYS, SCHEMA, type Config, type OptionKey, type OptionRow } from './schema.js';
+
+const BY_NAME = new Map<string, OptionKey>(OPTION_KEYS.map((k) => [SCHEMA[k].name.toLowerCase(), k]));
+
+function defaults(): Record<OptionKey, unknown> {
+  const out = {} as Record<OptionKey, unknown>;
+  for (const key of OPTION_KEYS) {
+    const r = SCHEMA[key] as OptionRow<unknown>;
+    out[key] = r.defaultText === '' ? undefined : r.parse(r.defaultText);
+  }
+  return out;
+}
+
+/** Parses configuration text; `file` only names it in messages. */
+export function parseConfig(text: string, file: string): Config {
+  const values = defaults();
+  const setAt = new Map<OptionKey, number>();
+  const problems: string[] = [];
+  const lines = text.split('\n');
+  lines.forEach((raw, i) => {
+    const lineNo = i + 1;
+    const line = raw.replace(/\r$/, '').trimStart();
+    if (line === '' || line.startsWith('#')) return;
+    const colon = line.indexOf(':');
+    if (colon < 0) {
+      problems.push(`${file}:${lineNo}: invalid line '${line}': expected 'Name: value'`);
+      return;
+    }
+    const name = line.slice(0, colon).trim();
+    const value = line.slice(colon + 1).trim();
+    const key = BY_NAME.get(name.toLowerCase());
+    if (key === undefined) {
+      problems.push(`${file}:${lineNo}: unknown option '${name}'; see smtpsiftd.conf(5) for the options`);
+      return;
+    }
+    const r = SCHEMA[key] as OptionRow<unknown>;
+    try {
+      values[key] = r.parse(value);
+      setAt.set(key, lineNo);
+    } catch (e) {
+      if (!(e instanceof ValueError)) throw e;
+      problems.push(`${file}:${lineNo}: ${r.name}: ${e.message}`);
+    }
+  });
+  for (const [key, lineNo] of setAt) {
+    const r = SCHEMA[key] as OptionRow<unknown>;
+    const why = r.notBuilt?.(values[key]);
+    if (why !== undefined) problems.push(`${file}:${lineNo}: ${r.name}: ${why}`);
+  }
+  if (values.outAddress === undefined && problems.length === 0) {
+    problems.push(`${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze({ ...values, file, lines: setAt }) as Config;
+}
+
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(e);
+    throw new ConfigError([`${file}: cannot read the configuration file: ${why}`]);
+  }
+  return parseConfig(text, file);
+}
+
+function show(value: unknown): string {
+  if (value === undefined) return '';
+  if (typeof value === 'boolean') return value ? 'on' : 'off';
+  if (typeof value === 'object' && value !== null && 'kind' in value) {
+    return formatAddress(value as ListenAddress | OutAddress);
+  }
+  return String(value);
+}
+
+/** The effective configuration in the file's own syntax, every option listed. */
+export function formatConfig(config: Config): string {
+  return OPTION_KEYS.map((key) => `${SCHEMA[key].name}: ${show(config[key])}`).join('\n') + '\n';
+}

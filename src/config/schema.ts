@@ -1,0 +1,261 @@
+// The one table of configuration options. The parser, the defaults, `smtpsift check`
+// and the OPTIONS section of man/smtpsiftd.conf.5 are all derived from it.
+//
+// Syntax and validation follow proxsmtpd.conf(5) 1.10 so that existing files load
+// unchanged (spec: proxsmtpd-behavior.md §2). Where proxsmtpd's validation was
+// wrong (MaxConnections: 1 is refused with a message that says it is allowed),
+// we accept what its message promises.
+
+import { parseListen, parseOutAddress, type ListenAddress, type OutAddress } from './addresses.js';
+import { ValueError } from './errors.js';
+
+export interface OptionRow<T> {
+  /** Canonical spelling, as shown by `smtpsift check` and the man page. */
+  readonly name: string;
+  /** The value text of the default, as a user would write it ('' = unset). */
+  readonly defaultText: string;
+  /** Placeholder for the man page, e.g. `seconds`. */
+  readonly arg: string;
+  readonly doc: string;
+  /** Options that are parsed but whose feature has not landed: a start-up error when set. */
+  readonly notBuilt?: (value: T) => string | undefined;
+  parse(text: string): T;
+}
+
+function row<T>(r: OptionRow<T>): OptionRow<T> {
+  return r;
+}
+
+function integer(min: number, max: number, what: string) {
+  return (text: string): number => {
+    if (!/^[+-]?\d+$/.test(text)) throw new ValueError(`'${text}' is not a whole number; ${what}`);
+    const n = Number(text);
+    if (n < min || n > max) throw new ValueError(`${n} is out of range; ${what}`);
+    return n;
+  };
+}
+
+const TRUE = new Set(['1', 'yes', 'true', 't', 'on']);
+const FALSE = new Set(['0', 'no', 'false', 'f', 'off']);
+
+function boolean(text: string): boolean {
+  const t = text.toLowerCase();
+  if (TRUE.has(t)) return true;
+  if (FALSE.has(t)) return false;
+  throw new ValueError(`'${text}' is not a boolean; use on/off, yes/no, true/false or 1/0`);
+}
+
+function nonEmpty(text: string): string {
+  if (text === '') throw new ValueError('the value must not be empty');
+  return text;
+}
+
+export type FilterType = 'pipe' | 'file' | 'reject';
+export type Transparent = 'off' | 'client' | 'full';
+
+export const SCHEMA = {
+  listen: row<ListenAddress>({
+    name: 'Listen',
+    defaultText: '0.0.0.0:10025',
+    arg: 'address',
+    doc:
+      'Where to accept SMTP connections: a port alone (all IPv4 addresses), an IP address ' +
+      '(port 10025), ip:port, [ipv6]:port, or the absolute path of a unix socket (a stale ' +
+      'socket file there is removed first).',
+    parse: parseListen,
+  }),
+  outAddress: row<OutAddress | undefined>({
+    name: 'OutAddress',
+    defaultText: '',
+    arg: 'address',
+    doc:
+      'The upstream SMTP server: ip:port, ip (port 25), [ipv6]:port, host[:port] (the name is ' +
+      'resolved again for every connection), or the absolute path of a unix socket. A port ' +
+      'alone selects loopback mode: each connection is relayed back to the IP address it came ' +
+      'from, at that port. Required.',
+    parse: parseOutAddress,
+  }),
+  maxConnections: row<number>({
+    name: 'MaxConnections',
+    defaultText: '64',
+    arg: 'number',
+    doc:
+      'The most client connections served at once. A client beyond that gets ' +
+      '"421 Server busy, too many connections" and no upstream connection is made. 1 to 10240.',
+    parse: integer(1, 10240, 'MaxConnections must be between 1 and 10240'),
+  }),
+  timeOut: row<number>({
+    name: 'TimeOut',
+    defaultText: '180',
+    arg: 'seconds',
+    doc:
+      'How long to wait for the client or the upstream at any step. An idle client gets ' +
+      '"421 4.4.2" and is disconnected; an upstream that does not answer in time ends the ' +
+      'session with a 421. Greater than 0.',
+    parse: integer(1, 86400, 'TimeOut must be a number of seconds between 1 and 86400'),
+  }),
+  keepAlives: row<number>({
+    name: 'KeepAlives',
+    defaultText: '0',
+    arg: 'seconds',
+    doc:
+      'Send NOOP to the upstream every so many seconds while a message is received and ' +
+      'filtered, so that the upstream does not time out. 0 disables them.',
+    parse: integer(0, 86400, 'KeepAlives must be a number of seconds between 0 and 86400'),
+    notBuilt: (v) => (v > 0 ? 'KeepAlives is not supported yet (it comes with filtering)' : undefined),
+  }),
+  xClient: row<boolean>({
+    name: 'XClient',
+    defaultText: 'off',
+    arg: 'on|off',
+    doc:
+      'Send "XCLIENT ADDR=<client ip>" to the upstream once per connection, after an EHLO ' +
+      'whose reply offers XCLIENT or after any HELO, so that the upstream (e.g. Postfix with ' +
+      'smtpd_authorized_xclient_hosts) sees the real client.',
+    parse: boolean,
+  }),
+  transparentProxy: row<Transparent>({
+    name: 'TransparentProxy',
+    defaultText: 'off',
+    arg: 'off|client|full',
+    doc:
+      'Relay each connection to its original destination, as redirected by the firewall. ' +
+      'A boolean true means client.',
+    parse(text) {
+      const t = text.toLowerCase();
+      if (t === 'client' || t === 'full') return t;
+      try {
+        return boolean(text) ? 'client' : 'off';
+      } catch {
+        throw new ValueError(`'${text}' is not allowed; use off, client or full`);
+      }
+    },
+    notBuilt: (v) => (v !== 'off' ? 'TransparentProxy is not supported yet' : undefined),
+  }),
+  tempDirectory: row<string>({
+    name: 'TempDirectory',
+    defaultText: '/tmp/',
+    arg: 'directory',
+    doc:
+      'Where messages are spooled. smtpsiftd makes a private directory (mode 0700) inside it ' +
+      'at start-up and spools each message there in a file of mode 0600, removed when the ' +
+      'message is done. The directory must exist.',
+    parse: nonEmpty,
+  }),
+  user: row<string | undefined>({
+    name: 'User',
+    defaultText: '',
+    arg: 'user',
+    doc:
+      'After binding the listening socket, switch to this user (a name or a numeric uid), ' +
+      'with its primary group and supplementary groups. Only effective when started as root.',
+    parse: nonEmpty,
+  }),
+  pidFile: row<string | undefined>({
+    name: 'PidFile',
+    defaultText: '',
+    arg: 'file',
+    doc:
+      'Write the daemon\'s process id to this file once it listens; removed at exit. ' +
+      'Overrides -p. Empty means no pid file.',
+    parse: (t) => (t === '' ? undefined : t),
+  }),
+  skip: row<'authenticated' | undefined>({
+    name: 'Skip',
+    defaultText: '',
+    arg: 'authenticated',
+    doc: 'authenticated: pass the mail of a client that has authenticated (AUTH) without filtering.',
+    parse(text) {
+      if (text.toLowerCase() === 'authenticated') return 'authenticated';
+      throw new ValueError(`'${text}' is not allowed; the only value is 'authenticated'`);
+    },
+    notBuilt: (v) => (v ? 'Skip is not supported yet (it comes with filtering)' : undefined),
+  }),
+  filterCommand: row<string | undefined>({
+    name: 'FilterCommand',
+    defaultText: '',
+    arg: 'command',
+    doc: 'The filter, run with /bin/sh -c for every message. Unset: messages pass unchanged.',
+    parse: (t) => t,
+    notBuilt: (v) => (v !== undefined ? 'FilterCommand is not supported yet' : undefined),
+  }),
+  filterType: row<FilterType>({
+    name: 'FilterType',
+    defaultText: 'pipe',
+    arg: 'pipe|file|reject',
+    doc:
+      'pipe: the message on the filter\'s standard input, the new message on its standard ' +
+      'output. file: the message in a file named by $EMAIL. reject: refuse all mail with ' +
+      'FilterReject.',
+    parse(text) {
+      const t = text.toLowerCase();
+      if (t === 'pipe' || t === 'file' || t === 'reject') return t;
+      throw new ValueError(`'${text}' is not allowed; use pipe, file or reject`);
+    },
+    notBuilt: (v) => (v === 'reject' ? 'FilterType: reject is not supported yet' : undefined),
+  }),
+  filterReject: row<string>({
+    name: 'FilterReject',
+    defaultText: '530 Email Rejected',
+    arg: 'reply',
+    doc:
+      'The reply to MAIL, RCPT and DATA with FilterType reject. Text without a three-digit ' +
+      'code gets "550 Content Rejected; " in front.',
+    parse: nonEmpty,
+  }),
+  filterTimeout: row<number>({
+    name: 'FilterTimeout',
+    defaultText: '30',
+    arg: 'seconds',
+    doc: 'How long a filter may go without input or output before it is killed (451).',
+    parse: integer(1, 86400, 'FilterTimeout must be a number of seconds between 1 and 86400'),
+  }),
+  header: row<string | undefined>({
+    name: 'Header',
+    defaultText: '',
+    arg: 'header',
+    doc:
+      'A header added to every message, with %i (client IP), %l (local IP), %d (date) and ' +
+      '\\r \\n \\t escapes. A Received: header goes first, any other at the end of the header.',
+    parse: (t) => (t === '' ? undefined : t),
+    notBuilt: (v) => (v !== undefined ? 'Header is not supported yet (it comes with filtering)' : undefined),
+  }),
+  serverName: row<string>({
+    name: 'ServerName',
+    defaultText: 'smtp.passthru',
+    arg: 'host',
+    doc:
+      'The host name shown in place of the upstream\'s in the greeting and the first line of ' +
+      'the EHLO/HELO reply, so that MTAs on both sides do not see a mail loop.',
+    parse(text) {
+      if (!/^[\x21-\x7e]+$/.test(text)) throw new ValueError(`'${text}' must be one word of printable characters`);
+      return text;
+    },
+  }),
+  pipelining: row<boolean>({
+    name: 'Pipelining',
+    defaultText: 'on',
+    arg: 'on|off',
+    doc:
+      'Advertise PIPELINING when the upstream does. off hides it, as proxsmtpd did. Pipelined ' +
+      'commands are handled correctly either way.',
+    parse: boolean,
+  }),
+} as const;
+
+export type OptionKey = keyof typeof SCHEMA;
+type ValueOf<R> = R extends OptionRow<infer T> ? T : never;
+export type Config = { readonly [K in OptionKey]: ValueOf<(typeof SCHEMA)[K]> } & {
+  /** The file the configuration was read from. */
+  readonly file: string;
+  /** The line each option was set on, for messages about it. */
+  readonly lines: ReadonlyMap<OptionKey, number>;
+};
+
+/** `FILE:LINE: Option: what is wrong`, for problems found after parsing. */
+export function problemAt(config: Config, key: OptionKey, what: string): string {
+  const line = config.lines.get(key);
+  return `${config.file}${line === undefined ? '' : `:${line}`}: ${SCHEMA[key].name}: ${what}`;
+}
+
+export const OPTION_KEYS = Object.keys(SCHEMA) as OptionKey[];

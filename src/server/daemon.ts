@@ -1,0 +1,72 @@
+// The daemon's life, in order: listen, pid file, drop privileges, spool, serve, drain.
+
+import { unlinkSync, writeFileSync } from 'node:fs';
+import { formatAddress } from '../config/addresses.js';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
+import { Spool } from '../spool/spool.js';
+import { fixedDestination } from '../upstream/destination.js';
+import { Listener } from './listener.js';
+import { dropTo, type Account } from './privileges.js';
+
+/** How long sessions may take to finish their message after SIGTERM (documented in smtpsiftd(8)). */
+export const DRAIN_SECONDS = 30;
+
+export interface DaemonOptions {
+  readonly log: Logger;
+  readonly pidFile: string | undefined;
+  /** The account to drop to, already looked up; undefined when not root or no User. */
+  readonly account: Account | undefined;
+}
+
+export interface Daemon {
+  readonly listener: Listener;
+  /** Resolves when the daemon has drained and cleaned up after a stop(). */
+  stop(): Promise<void>;
+}
+
+export async function startDaemon(config: Config, opts: DaemonOptions): Promise<Daemon> {
+  const { log } = opts;
+  const spoolRef: { spool?: Spool } = {};
+  const listener = new Listener(
+    {
+      config,
+      log,
+      get spool(): Spool {
+        if (spoolRef.spool === undefined) throw new Error('spool not ready');
+        return spoolRef.spool;
+      },
+      destination: fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 }),
+    },
+    log,
+  );
+  await listener.listen(config.listen);
+  if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
+  if (opts.account) {
+    dropTo(opts.account);
+    log.debug(`switched to user ${opts.account.name} (uid ${opts.account.uid}, gid ${opts.account.gid})`);
+  }
+  // After the drop, so the spool belongs to the user the filters run as.
+  spoolRef.spool = Spool.create(config.tempDirectory, log);
+  log.notice(`listening on ${formatAddress(config.listen)}; upstream ${config.outAddress ? formatAddress(config.outAddress) : '?'}`);
+
+  let stopping: Promise<void> | undefined;
+  return {
+    listener,
+    stop() {
+      stopping ??= (async () => {
+        log.notice('stopping: no new connections; letting sessions finish');
+        await listener.close(DRAIN_SECONDS * 1000);
+        spoolRef.spool?.close();
+        if (opts.pidFile !== undefined) {
+          try {
+            unlinkSync(opts.pidFile);
+          } catch (e) {
+            log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
+          }
+        }
+      })();
+      return stopping;
+    },
+  };
+}

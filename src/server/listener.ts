@@ -1,0 +1,84 @@
+// The listening socket, the connection limit and the drain on shutdown.
+
+import { createServer, type Server, type Socket } from 'node:net';
+import { lstatSync, unlinkSync } from 'node:fs';
+import { once } from 'node:events';
+import { formatAddress, type ListenAddress } from '../config/addresses.js';
+import type { Logger } from '../log/logger.js';
+import { Session, type SessionServices } from '../session/session.js';
+
+/** proxsmtpd used 5, which left half of a connection burst without a greeting. */
+const BACKLOG = 511;
+const BUSY = Buffer.from('421 Server busy, too many connections\r\n');
+
+export class Listener {
+  private readonly server: Server;
+  private readonly sessions = new Set<Session>();
+  /** proxsmtpd's connection ids: a counter from 0x100000, printed as hex. */
+  private nextId = 0x100000;
+
+  constructor(
+    private readonly services: SessionServices,
+    private readonly log: Logger,
+  ) {
+    // Half-open: a client that shuts down its sending side still gets its replies.
+    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+    this.server.on('error', (e) => log.error(`listener: ${e.message}`));
+  }
+
+  get connections(): number {
+    return this.sessions.size;
+  }
+
+  async listen(address: ListenAddress): Promise<void> {
+    if (address.kind === 'unix') removeStaleSocket(address.path);
+    const ready = once(this.server, 'listening');
+    const failed = once(this.server, 'error').then(([e]: Error[]) => {
+      throw new Error(`cannot listen on ${formatAddress(address)}: ${e?.message ?? 'unknown error'}`);
+    });
+    if (address.kind === 'unix') this.server.listen({ path: address.path, backlog: BACKLOG });
+    else this.server.listen({ host: address.host, port: address.port, backlog: BACKLOG });
+    await Promise.race([ready, failed]);
+  }
+
+  /** The bound address, e.g. to learn the port after `Listen: 127.0.0.1:0`. */
+  address(): ReturnType<Server['address']> {
+    return this.server.address();
+  }
+
+  private accept(socket: Socket): void {
+    if (this.sessions.size >= this.services.config.maxConnections) {
+      this.log.error(`too many connections open (max ${this.services.config.maxConnections}). sent busy response`);
+      socket.on('error', () => undefined);
+      socket.end(BUSY);
+      return;
+    }
+    const session = new Session((this.nextId++).toString(16).toUpperCase(), socket, this.services);
+    this.sessions.add(session);
+    void session.run().finally(() => this.sessions.delete(session));
+  }
+
+  /**
+   * Shutdown, in order: 1. stop accepting; 2. idle sessions get 421 now, busy ones when
+   * their current command or message is done; 3. at the deadline, the rest are cut.
+   */
+  async close(deadlineMs: number): Promise<void> {
+    this.server.close();
+    for (const s of this.sessions) s.shutdown();
+    const deadline = Date.now() + deadlineMs;
+    while (this.sessions.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.sessions) {
+      this.log.warn('shutdown deadline reached; closing a session that is still busy');
+      s.abort();
+    }
+  }
+}
+
+/** A socket file left by an earlier run; anything that is not a socket is left alone. */
+function removeStaleSocket(path: string): void {
+  try {
+    if (lstatSync(path).isSocket()) unlinkSync(path);
+  } catch {
+    // nothing there
+  }
+}

@@ -1,0 +1,165 @@
+// One client connection, relayed in lockstep to one upstream connection: every command is
+// forwarded when the client sends it and the client sees the upstream's own reply, one
+// round trip at a time, so pipelined input is answered in order by construction.
+
+import type { Socket } from 'node:net';
+import type { Config } from '../config/schema.js';
+import { SiftError } from '../errors.js';
+import { Level, q, type Logger } from '../log/logger.js';
+import { plainIp } from '../net/address.js';
+import { SocketReader, type LineResult } from '../net/reader.js';
+import { reply, summary, type Reply } from '../smtp/reply.js';
+import { verbOf } from '../smtp/command.js';
+import type { Spool } from '../spool/spool.js';
+import { Upstream, type Endpoint } from '../upstream/upstream.js';
+import { HANDLERS, relay } from './handlers.js';
+import { Transaction } from './transaction.js';
+
+/** proxsmtpd's limit (spec §5): a command of 4222 bytes or more, CRLF included, is refused. */
+export const MAX_COMMAND_LINE = 4222;
+
+export interface SessionServices {
+  readonly config: Config;
+  readonly spool: Spool;
+  readonly log: Logger;
+  /** Where this client's mail goes (the destination strategy). */
+  destination(clientIp: string | undefined): Endpoint;
+}
+
+/** The client went away; there is nobody left to answer. */
+export class ClientGone extends Error {}
+
+export type Outcome = 'continue' | 'close';
+
+export class Session {
+  readonly reader: SocketReader;
+  readonly txn = new Transaction();
+  readonly clientIp: string | undefined;
+  readonly localIp: string | undefined;
+  readonly log: Logger;
+  private up: Upstream | undefined;
+  authenticated = false;
+  xclientSent = false;
+  private idle = false;
+  private stopping = false;
+
+  constructor(
+    readonly id: string,
+    readonly socket: Socket,
+    readonly services: SessionServices,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined); // seen as end of input by the reader
+    this.reader = new SocketReader(socket);
+    this.clientIp = plainIp(socket.remoteAddress);
+    this.localIp = plainIp(socket.localAddress);
+    this.log = services.log.child(id);
+  }
+
+  /** The upstream connection; it exists from the greeting on. */
+  get upstream(): Upstream {
+    if (this.up === undefined) throw new Error('no upstream connection yet');
+    return this.up;
+  }
+
+  get config(): Config {
+    return this.services.config;
+  }
+
+  get timeoutMs(): number {
+    return this.config.timeOut * 1000;
+  }
+
+  /** Writes a reply in one write (design invariant 7). */
+  send(r: Reply): void {
+    if (this.log.enabled(Level.Debug)) for (const l of r.wire.split('\r\n').slice(0, -1)) this.log.debug(`CLIENT < ${q(l)}`);
+    if (!this.socket.destroyed) this.socket.write(Buffer.from(r.wire, 'latin1'));
+  }
+
+  /** Reads the client's next line; ends the session on EOF or idle timeout. */
+  async readLine(): Promise<LineResult> {
+    const line = await this.reader.line(MAX_COMMAND_LINE, this.timeoutMs);
+    if (line === 'eof') throw new ClientGone('client closed the connection');
+    if (line === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client idle for ${this.config.timeOut} s`);
+    if (line.kind === 'line' && this.log.enabled(Level.Debug)) this.log.debug(`CLIENT > ${q(line.text)}`);
+    return line;
+  }
+
+  /** A command to the upstream and its reply, logged at debug level. */
+  async forward(raw: string): Promise<Reply> {
+    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER < ${q(raw.trimEnd())}`);
+    const r = await this.upstream.send(raw);
+    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER > ${q(summary(r))}`);
+    return r;
+  }
+
+  async run(): Promise<void> {
+    this.log.info(`accepted connection from: ${this.clientIp ?? 'unix socket'}`);
+    try {
+      await this.greet();
+      let outcome: Outcome = 'continue';
+      while (outcome === 'continue') {
+        if (this.stopping) throw new SiftError('SHUTDOWN', 'shutting down');
+        this.idle = !this.reader.pending;
+        const line = await this.readLine();
+        this.idle = false;
+        if (line.kind === 'toolong') {
+          this.send(reply(500, 'Line too long'));
+          continue;
+        }
+        const handler = HANDLERS[verbOf(line.text)] ?? relay;
+        outcome = await handler(this, line.text, line.raw);
+      }
+    } catch (e) {
+      this.fail(e);
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Dials the upstream and relays its greeting (spec §6, with a 421 where proxsmtpd went silent). */
+  private async greet(): Promise<void> {
+    const endpoint = this.services.destination(this.clientIp);
+    this.up = await Upstream.connect(endpoint, this.timeoutMs);
+    const greeting = await this.upstream.reply();
+    const single = greeting.code === 220 && greeting.lines.length === 1;
+    this.send(single ? reply(220, this.config.serverName) : greeting);
+  }
+
+  private fail(e: unknown): void {
+    if (e instanceof ClientGone) {
+      this.log.info(e.message);
+    } else if (e instanceof SiftError) {
+      (e.code === 'SHUTDOWN' || e.code === 'CLIENT_TIMEOUT' ? this.log.info : this.log.warn).call(this.log, e.message);
+      this.send(e.reply);
+    } else {
+      this.log.error(`internal error: ${(e as Error).stack ?? String(e)}`);
+      this.send(reply(421, '4.3.0 Local Error, closing connection'));
+    }
+  }
+
+  private async close(): Promise<void> {
+    this.socket.end();
+    // Upstream gets a polite QUIT; a session that failed mid-DATA has already aborted it.
+    await this.up?.quit();
+    this.socket.destroy();
+  }
+
+  /**
+   * SIGTERM: a session waiting for a command gets 421 now; one in the middle of a command
+   * or message finishes it first and gets the 421 before its next command.
+   */
+  shutdown(): void {
+    this.stopping = true;
+    if (this.idle && !this.reader.pending) {
+      this.send(new SiftError('SHUTDOWN', '').reply);
+      this.socket.end(() => this.socket.destroy());
+    }
+  }
+
+  /** The drain deadline has passed: end at once. */
+  abort(): void {
+    this.up?.abort();
+    this.socket.destroy();
+  }
+}

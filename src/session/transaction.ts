@@ -1,0 +1,20 @@
+// What the relay knows of the current mail transaction: only what the upstream accepted
+// (design invariant 2). The filter's SENDER, RECIPIENTS, REMOTE and REMOTE_HELO come from here.
+
+export class Transaction {
+  /** The accepted MAIL FROM path; `<>` for the null sender. */
+  sender: string | undefined;
+  /** Accepted recipients, in the order the upstream accepted them. */
+  readonly recipients: string[] = [];
+  /** From an XFORWARD the upstream accepted (ADDR and HELO). */
+  remote: string | undefined;
+  remoteHelo: string | undefined;
+
+  /** RSET, HELO/EHLO and the end of each message start afresh (spec §9). */
+  reset(): void {
+    this.sender = undefined;
+    this.recipients.length = 0;
+    this.remote = undefined;
+    this.remoteHelo = undefined;
+  }
+}

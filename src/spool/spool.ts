@@ -1,0 +1,112 @@
+// The private spool (design invariant 6): one directory of mode 0700 per daemon under
+// TempDirectory, one file of mode 0600 per message, removed on every path.
+
+import { constants, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import { SiftError } from '../errors.js';
+import type { Logger } from '../log/logger.js';
+
+const PREFIX = 'smtpsiftd-';
+
+/** Whether a process with this pid exists. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class SpoolFile {
+  readonly stream: WriteStream;
+  private removed = false;
+
+  constructor(
+    readonly path: string,
+    fd: number,
+  ) {
+    this.stream = createWriteStream('', { fd, highWaterMark: 64 * 1024 });
+    this.stream.on('error', () => undefined); // seen by the writer through write callbacks
+  }
+
+  /** Flushes and closes the file; rejects with a spool error when a write failed. */
+  finish(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.stream.end((err?: Error | null) => {
+        if (err) reject(new SiftError('SPOOL_FAILED', `writing ${this.path}: ${err.message}`));
+        else resolve();
+      });
+    });
+  }
+
+  remove(): void {
+    if (this.removed) return;
+    this.removed = true;
+    this.stream.destroy();
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+export class Spool {
+  private counter = 0;
+
+  private constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+  ) {}
+
+  /**
+   * Makes the private directory, after sweeping those left by daemons that died (a kill -9
+   * leaves its spool behind). Only directories owned by our own uid are touched.
+   */
+  static create(tempDirectory: string, log: Logger): Spool {
+    const uid = process.getuid?.() ?? -1;
+    for (const name of readdirSync(tempDirectory)) {
+      const m = /^smtpsiftd-(\d+)-/.exec(name);
+      if (!m || alive(Number(m[1]))) continue;
+      const path = join(tempDirectory, name);
+      try {
+        const st = lstatSync(path);
+        if (!st.isDirectory() || st.uid !== uid) continue;
+        rmSync(path, { recursive: true, force: true });
+        log.notice(`removed the spool of a daemon that is gone: ${path}`);
+      } catch {
+        // raced with another sweeper; nothing to do
+      }
+    }
+    return new Spool(mkdtempSync(join(tempDirectory, `${PREFIX}${process.pid}-`)), log);
+  }
+
+  /** A new private file for one message. */
+  open(): SpoolFile {
+    const path = join(this.dir, `msg-${++this.counter}`);
+    const flags = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW;
+    try {
+      return new SpoolFile(path, openSync(path, flags, 0o600));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+        // Our directory was removed under us (tmp cleaners do that): make it again, once.
+        try {
+          mkdirSync(this.dir, { mode: 0o700 });
+          this.log.warn(`the spool directory ${this.dir} was removed; made it again`);
+          return new SpoolFile(path, openSync(path, flags, 0o600));
+        } catch (again) {
+          e = again;
+        }
+      }
+      throw new SiftError('SPOOL_FAILED', `cannot create ${path}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Removes the directory and anything left in it (at exit). */
+  close(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+

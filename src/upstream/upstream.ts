@@ -1,0 +1,122 @@
+// The lockstep client to the upstream MTA: `await upstream.send(line)` gives its reply.
+// Every failure is a SiftError carrying the 4xx the client gets for it.
+
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+import { SiftError } from '../errors.js';
+import { SocketReader } from '../net/reader.js';
+import { ProtocolError, ReplyAssembler, type Reply } from '../smtp/reply.js';
+
+/** proxsmtpd's SP_LINE_LENGTH: longer reply lines are truncated (spec §5). */
+const MAX_REPLY_LINE = 4224;
+const MAX_REPLY_LINES = 1000;
+
+export type Endpoint = { readonly host: string; readonly port: number } | { readonly path: string };
+
+export function describe(e: Endpoint): string {
+  return 'path' in e ? e.path : e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
+}
+
+export class Upstream {
+  private readonly reader: SocketReader;
+  private closed = false;
+
+  private constructor(
+    private readonly socket: Socket,
+    private readonly timeoutMs: number,
+  ) {
+    this.reader = new SocketReader(socket);
+    socket.on('close', () => (this.closed = true));
+  }
+
+  static async connect(endpoint: Endpoint, timeoutMs: number): Promise<Upstream> {
+    const socket = connect({ ...endpoint, noDelay: true });
+    socket.on('error', () => undefined); // reported through the reader and `once` below
+    const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), timeoutMs);
+    try {
+      await once(socket, 'connect');
+    } catch (e) {
+      socket.destroy();
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(endpoint)}: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+    return new Upstream(socket, timeoutMs);
+  }
+
+  /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Reads one whole reply (the greeting, or after a write of our own). */
+  async reply(): Promise<Reply> {
+    const assembler = new ReplyAssembler(MAX_REPLY_LINES);
+    for (;;) {
+      const line = await this.reader.line(MAX_REPLY_LINE, this.timeoutMs);
+      if (line === 'eof') throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
+      if (line === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `no reply from upstream in ${this.timeoutMs / 1000} s`);
+      // An over-long line is cut, as proxsmtpd did; its code still decides.
+      if (line.kind === 'toolong') throw new SiftError('UPSTREAM_PROTOCOL', 'upstream reply line too long');
+      try {
+        const reply = assembler.push(line.raw, line.text);
+        if (reply) return reply;
+      } catch (e) {
+        if (!(e instanceof ProtocolError)) throw e;
+        throw new SiftError('UPSTREAM_PROTOCOL', e.message);
+      }
+    }
+  }
+
+  /** Writes bytes, waiting for the socket to drain (backpressure). */
+  async write(data: Buffer | string): Promise<void> {
+    if (this.closed || this.socket.destroyed) throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
+    if (!this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data)) {
+      await this.drained();
+    }
+  }
+
+  private async drained(): Promise<void> {
+    const ac = new AbortController();
+    const timer = setTimeout(() => ac.abort(), this.timeoutMs);
+    try {
+      await Promise.race([once(this.socket, 'drain', { signal: ac.signal }), once(this.socket, 'close', { signal: ac.signal })]);
+    } catch {
+      throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
+    } finally {
+      clearTimeout(timer);
+      ac.abort();
+    }
+    if (this.closed) throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
+  }
+
+  /** One round trip: a command line (with its CRLF) and its reply. */
+  async send(line: string): Promise<Reply> {
+    await this.write(line);
+    return this.reply();
+  }
+
+  /** Says QUIT without waiting long for the answer, then closes. */
+  async quit(): Promise<void> {
+    if (this.closed) return;
+    this.socket.end('QUIT\r\n');
+    const timer = setTimeout(() => this.socket.destroy(), 1000);
+    try {
+      await once(this.socket, 'close');
+    } catch {
+      // closing anyway
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Drops the connection at once: an unfinished DATA is never completed. */
+  abort(): void {
+    this.closed = true;
+    this.socket.destroy();
+  }
+}
