@@ -17,26 +17,27 @@ export type OutAddress =
 const DEFAULT_LISTEN_PORT = 10025;
 const SMTP_PORT = 25;
 
-function port(text: string): number | undefined {
+/** A TCP port; 0 only where `allowZero` (Listen: any free port, logged at start-up). */
+function port(text: string, allowZero = false): number | undefined {
   if (!/^\d{1,5}$/.test(text)) return undefined;
   const n = Number(text);
-  return n >= 1 && n <= 65535 ? n : undefined;
+  return n <= 65535 && (n >= 1 || allowZero) ? n : undefined;
 }
 
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}))*\.?$/;
 
 /** Splits `host`, `host:port`, `[v6]:port`, `[v6]` or a bare IPv6 address. */
-function hostPort(text: string, defaultPort: number): { host: string; port: number } | undefined {
+function hostPort(text: string, defaultPort: number, allowZero = false): { host: string; port: number } | undefined {
   const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
   if (bracket) {
     const host = bracket[1] ?? '';
-    const p = bracket[2] === undefined ? defaultPort : port(bracket[2]);
+    const p = bracket[2] === undefined ? defaultPort : port(bracket[2], allowZero);
     return isIP(host) === 6 && p !== undefined ? { host, port: p } : undefined;
   }
   if (isIP(text) === 6) return { host: text, port: defaultPort };
   const colon = text.lastIndexOf(':');
   const host = colon < 0 ? text : text.slice(0, colon);
-  const p = colon < 0 ? defaultPort : port(text.slice(colon + 1));
+  const p = colon < 0 ? defaultPort : port(text.slice(colon + 1), allowZero);
   return host !== '' && p !== undefined ? { host, port: p } : undefined;
 }
 
@@ -47,9 +48,9 @@ export function parseListen(text: string): ListenAddress {
     );
   };
   if (text.startsWith('/')) return { kind: 'unix', path: text };
-  const p = port(text);
+  const p = port(text, true);
   if (p !== undefined) return { kind: 'tcp', host: '0.0.0.0', port: p };
-  const hp = hostPort(text, DEFAULT_LISTEN_PORT) ?? bad();
+  const hp = hostPort(text, DEFAULT_LISTEN_PORT, true) ?? bad();
   if (isIP(hp.host) === 0) bad();
   return { kind: 'tcp', ...hp };
 }

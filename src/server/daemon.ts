@@ -48,7 +48,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   }
   // After the drop, so the spool belongs to the user the filters run as.
   spoolRef.spool = Spool.create(config.tempDirectory, log);
-  log.notice(`listening on ${formatAddress(config.listen)}; upstream ${config.outAddress ? formatAddress(config.outAddress) : '?'}`);
+  log.notice(`listening on ${boundAddress(listener, config)}; upstream ${config.outAddress ? formatAddress(config.outAddress) : '?'}`);
 
   let stopping: Promise<void> | undefined;
   return {
@@ -69,4 +69,11 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       return stopping;
     },
   };
+}
+
+/** The address actually bound (the port is chosen by the system for `Listen: ...:0`). */
+function boundAddress(listener: Listener, config: Config): string {
+  const a = listener.address();
+  if (a === null || typeof a === 'string') return formatAddress(config.listen);
+  return formatAddress({ kind: 'tcp', host: a.address, port: a.port });
 }
