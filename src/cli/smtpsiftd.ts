@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream, statSync } from 'node:fs';
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
-import { problemAt, type Config } from '../config/schema.js';
+import { DEFAULT_CONFIG, problemAt, type Config } from '../config/schema.js';
 import { Logger, stderrSink, syslogSink, Level } from '../log/logger.js';
 import { startDaemon } from '../server/daemon.js';
 import { lookupUser, type Account } from '../server/privileges.js';
@@ -13,7 +13,6 @@ import { getopt, UsageError } from './getopt.js';
 import { VERSION } from './version.js';
 
 const IDENT = 'smtpsiftd';
-export const DEFAULT_CONFIG = '/etc/smtpsiftd.conf';
 /** Set in the detached child, whose fd 3 tells the parent how start-up went. */
 const DETACHED_ENV = 'SMTPSIFTD_DETACHED';
 const USAGE = `usage: ${IDENT} [-d debuglevel] [-f configfile] [-p pidfile]\n       ${IDENT} -v\n`;

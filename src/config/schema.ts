@@ -50,6 +50,9 @@ function nonEmpty(text: string): string {
   return text;
 }
 
+/** Where smtpsiftd and `smtpsift check` look without -f. */
+export const DEFAULT_CONFIG = '/etc/smtpsiftd.conf';
+
 export type FilterType = 'pipe' | 'file' | 'reject';
 export type Transparent = 'off' | 'client' | 'full';
 

@@ -1,0 +1,43 @@
+#!/usr/bin/env node
+// smtpsift: the operator's tools. `smtpsift check -f FILE` validates a configuration.
+
+import { parseArgs } from 'node:util';
+import { ConfigError } from '../config/errors.js';
+import { formatConfig, loadConfig } from '../config/load.js';
+import { DEFAULT_CONFIG } from '../config/schema.js';
+
+const USAGE = `usage: smtpsift check [-f configfile]
+  check    validate a configuration; print the effective one (exit 0) or the errors (exit 2)
+`;
+
+function check(args: string[]): number {
+  const { values } = parseArgs({ args, options: { file: { type: 'string', short: 'f' } }, strict: true });
+  const file = values.file ?? DEFAULT_CONFIG;
+  try {
+    process.stdout.write(formatConfig(loadConfig(file)));
+    return 0;
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const p of e.problems) process.stderr.write(`smtpsift: ${p}\n`);
+    return 2;
+  }
+}
+
+const COMMANDS: Record<string, (args: string[]) => number> = { check };
+
+function main(argv: string[]): number {
+  const [name, ...args] = argv;
+  const command = name === undefined ? undefined : COMMANDS[name];
+  if (command === undefined) {
+    process.stderr.write(name === undefined || name === '-h' || name === '--help' ? USAGE : `smtpsift: unknown command '${name}'\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return command(args);
+  } catch (e) {
+    process.stderr.write(`smtpsift: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+}
+
+process.exitCode = main(process.argv.slice(2));
