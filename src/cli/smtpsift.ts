@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/errors.js';
 import { formatConfig, loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
+import { resolveSystem, StartupError } from '../server/system.js';
 
 const USAGE = `usage: smtpsift check [-f configfile]
   check    validate a configuration; print the effective one (exit 0) or the errors (exit 2)
@@ -14,9 +15,16 @@ function check(args: string[]): number {
   const { values } = parseArgs({ args, options: { file: { type: 'string', short: 'f' } }, strict: true });
   const file = values.file ?? DEFAULT_CONFIG;
   try {
-    process.stdout.write(formatConfig(loadConfig(file)));
+    const config = loadConfig(file);
+    // What the daemon would refuse at start-up (User, TempDirectory) is an error here too.
+    resolveSystem(config, (warning) => process.stderr.write(`smtpsift: warning: ${warning}\n`));
+    process.stdout.write(formatConfig(config));
     return 0;
   } catch (e) {
+    if (e instanceof StartupError) {
+      process.stderr.write(`smtpsift: ${e.message}\n`);
+      return e.status;
+    }
     if (!(e instanceof ConfigError)) throw e;
     for (const p of e.problems) process.stderr.write(`smtpsift: ${p}\n`);
     return 2;

@@ -2,13 +2,13 @@
 // smtpsiftd [-d level] [-f configfile] [-p pidfile] | smtpsiftd -v   (proxsmtpd's flags)
 
 import { spawn } from 'node:child_process';
-import { createWriteStream, statSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
-import { DEFAULT_CONFIG, problemAt, type Config } from '../config/schema.js';
+import { DEFAULT_CONFIG } from '../config/schema.js';
 import { Logger, stderrSink, syslogSink, Level } from '../log/logger.js';
 import { startDaemon } from '../server/daemon.js';
-import { lookupUser, type Account } from '../server/privileges.js';
+import { resolveSystem, StartupError } from '../server/system.js';
 import { getopt, UsageError } from './getopt.js';
 import { VERSION } from './version.js';
 
@@ -17,43 +17,12 @@ const IDENT = 'smtpsiftd';
 const DETACHED_ENV = 'SMTPSIFTD_DETACHED';
 const USAGE = `usage: ${IDENT} [-d debuglevel] [-f configfile] [-p pidfile]\n       ${IDENT} -v\n`;
 
-class StartupError extends Error {
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
 
 function parseLevel(text: string): number {
   if (!/^-?\d+$/.test(text) || Number(text) > Level.Debug) {
     throw new StartupError(`invalid debug log level '${text}' (must be between 0 and 4)`, 2);
   }
   return Number(text);
-}
-
-/** Checks that need the system, not just the file: the User account and TempDirectory. */
-function resolveSystem(config: Config, warn: (m: string) => void): Account | undefined {
-  try {
-    if (!statSync(config.tempDirectory).isDirectory()) throw new Error('not a directory');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    const why = code === 'ENOENT' ? 'no such directory' : (e as Error).message;
-    throw new StartupError(problemAt(config, 'tempDirectory', `${config.tempDirectory}: ${why}`), 2);
-  }
-  const isRoot = process.getuid?.() === 0;
-  if (config.user === undefined) {
-    if (isRoot) warn('running as root is NOT recommended; set User');
-    return undefined;
-  }
-  const account = lookupUser(config.user);
-  if (account === undefined) throw new StartupError(problemAt(config, 'user', `no such user '${config.user}'`), 2);
-  if (!isRoot) {
-    warn(`must be started as root to switch to user: ${config.user}`);
-    return undefined;
-  }
-  return account;
 }
 
 /**
