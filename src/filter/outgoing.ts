@@ -1,0 +1,17 @@
+// The message as it goes upstream, before dot-stuffing: the file to send, read in large
+// chunks, with the Header option put in as it streams past. The daemon's DATA and
+// `smtpsift try` both read the message this way.
+
+import { createReadStream } from 'node:fs';
+import { HeaderInserter } from './header.js';
+
+const READ_CHUNK = 256 * 1024;
+
+export async function* outgoing(path: string, header: string | undefined): AsyncGenerator<Buffer> {
+  const inserter = header === undefined ? undefined : new HeaderInserter(header);
+  for await (const chunk of createReadStream(path, { highWaterMark: READ_CHUNK })) {
+    if (inserter === undefined) yield chunk as Buffer;
+    else yield* inserter.push(chunk as Buffer);
+  }
+  if (inserter) yield* inserter.end();
+}

@@ -1,0 +1,48 @@
+// What the client is told at the end of DATA, from how the filter ended (proxsmtpd(8)
+// FILTER SCRIPTS; spec §13.4). Anything that is our failure or a crash is 451, never 5xx.
+
+import { reply, type Reply } from '../smtp/reply.js';
+
+export type FilterEnd =
+  | { readonly kind: 'exit'; readonly code: number; readonly lastLine: string | undefined }
+  /** Killed by a signal, timed out, could not be started: the filter never decided. */
+  | { readonly kind: 'crash'; readonly why: string };
+
+export type Verdict =
+  | { readonly action: 'accept' }
+  | { readonly action: 'reject' | 'drop' | 'tempfail'; readonly reply: Reply; readonly why: string };
+
+export const LOCAL_ERROR = reply(451, 'Local Error');
+
+/**
+ * The line starts with an SMTP code: exactly three digits, then a space, a dash or the end
+ * (proxsmtpd's strtol test; `5.7.1 x`, `2501 x` and `000 x` have no code). Only codes
+ * that can end a DATA count: a 1xx or 3xx would leave the client waiting, so such a line
+ * is text like any other.
+ */
+function codeOf(line: string): number | undefined {
+  const m = /^([245]\d\d)(?:[ -]|$)/.exec(line);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** dash and bash report a child killed by signal n as exit status 128+n. */
+const isSignalStatus = (code: number): boolean => code > 128 && code <= 128 + 64;
+
+export function verdictOf(end: FilterEnd): Verdict {
+  if (end.kind === 'crash') return { action: 'tempfail', reply: LOCAL_ERROR, why: end.why };
+  if (end.code === 0) return { action: 'accept' };
+  const line = end.lastLine;
+  const code = line === undefined ? undefined : codeOf(line);
+  if (line !== undefined && code !== undefined) {
+    // The filter's own reply, verbatim; a 250 (any 2xx) is a silent drop.
+    const r: Reply = { code, lines: [line.slice(4)], wire: `${line}\r\n` };
+    const action = code < 300 ? 'drop' : code < 500 ? 'tempfail' : 'reject';
+    return { action, reply: r, why: line };
+  }
+  if (isSignalStatus(end.code)) {
+    // The program under sh -c was killed (dash says "Killed"): a crash, not a content verdict.
+    return { action: 'tempfail', reply: LOCAL_ERROR, why: `filter killed (exit ${end.code})` };
+  }
+  const text = line ?? 'Content Rejected';
+  return { action: 'reject', reply: reply(550, `Content Rejected; ${text}`), why: text };
+}
