@@ -26,6 +26,9 @@ function row<T>(r: OptionRow<T>): OptionRow<T> {
   return r;
 }
 
+/** Node's timers take at most 2^31-1 ms; proxsmtpd set no upper bound at all. */
+const MAX_SECONDS = 2147483;
+
 function integer(min: number, max: number, what: string) {
   return (text: string): number => {
     if (!/^[+-]?\d+$/.test(text)) throw new ValueError(`'${text}' is not a whole number; ${what}`);
@@ -85,17 +88,17 @@ export const SCHEMA = {
     doc:
       'The most client connections served at once. A client beyond that gets ' +
       '"421 Server busy, too many connections" and no upstream connection is made. 1 to 10240.',
-    parse: integer(1, 10240, 'MaxConnections must be between 1 and 10240'),
+    parse: integer(1, 10240, 'must be between 1 and 10240'),
   }),
   timeOut: row<number>({
     name: 'TimeOut',
     defaultText: '180',
     arg: 'seconds',
     doc:
-      'How long to wait for the client or the upstream at any step. An idle client gets ' +
-      '"421 4.4.2" and is disconnected; an upstream that does not answer in time ends the ' +
-      'session with a 421. Greater than 0.',
-    parse: integer(1, 86400, 'TimeOut must be a number of seconds between 1 and 86400'),
+      'How long to wait for the client or the upstream at any step, connecting to the ' +
+      'upstream included. An idle client gets "421 4.4.2" and is disconnected; an upstream ' +
+      'that does not answer in time ends the session with a 421. At least 1.',
+    parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
   }),
   keepAlives: row<number>({
     name: 'KeepAlives',
@@ -104,8 +107,8 @@ export const SCHEMA = {
     doc:
       'Send NOOP to the upstream every so many seconds while a message is received and ' +
       'filtered, so that the upstream does not time out. 0 disables them.',
-    parse: integer(0, 86400, 'KeepAlives must be a number of seconds between 0 and 86400'),
-    notBuilt: (v) => (v > 0 ? 'KeepAlives is not supported yet (it comes with filtering)' : undefined),
+    parse: integer(0, MAX_SECONDS, `must be a number of seconds from 0 to ${MAX_SECONDS}`),
+    notBuilt: (v) => (v > 0 ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   xClient: row<boolean>({
     name: 'XClient',
@@ -133,7 +136,7 @@ export const SCHEMA = {
         throw new ValueError(`'${text}' is not allowed; use off, client or full`);
       }
     },
-    notBuilt: (v) => (v !== 'off' ? 'TransparentProxy is not supported yet' : undefined),
+    notBuilt: (v) => (v !== 'off' ? 'this option is not supported yet' : undefined),
   }),
   tempDirectory: row<string>({
     name: 'TempDirectory',
@@ -172,7 +175,7 @@ export const SCHEMA = {
       if (text.toLowerCase() === 'authenticated') return 'authenticated';
       throw new ValueError(`'${text}' is not allowed; the only value is 'authenticated'`);
     },
-    notBuilt: (v) => (v ? 'Skip is not supported yet (it comes with filtering)' : undefined),
+    notBuilt: (v) => (v ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   filterCommand: row<string | undefined>({
     name: 'FilterCommand',
@@ -180,7 +183,7 @@ export const SCHEMA = {
     arg: 'command',
     doc: 'The filter, run with /bin/sh -c for every message. Unset: messages pass unchanged.',
     parse: (t) => t,
-    notBuilt: (v) => (v !== undefined ? 'FilterCommand is not supported yet' : undefined),
+    notBuilt: (v) => (v !== undefined ? 'this option is not supported yet' : undefined),
   }),
   filterType: row<FilterType>({
     name: 'FilterType',
@@ -195,7 +198,7 @@ export const SCHEMA = {
       if (t === 'pipe' || t === 'file' || t === 'reject') return t;
       throw new ValueError(`'${text}' is not allowed; use pipe, file or reject`);
     },
-    notBuilt: (v) => (v === 'reject' ? 'FilterType: reject is not supported yet' : undefined),
+    notBuilt: (v) => (v === 'reject' ? 'reject is not supported yet' : undefined),
   }),
   filterReject: row<string>({
     name: 'FilterReject',
@@ -211,7 +214,7 @@ export const SCHEMA = {
     defaultText: '30',
     arg: 'seconds',
     doc: 'How long a filter may go without input or output before it is killed (451).',
-    parse: integer(1, 86400, 'FilterTimeout must be a number of seconds between 1 and 86400'),
+    parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
   }),
   header: row<string | undefined>({
     name: 'Header',
@@ -221,7 +224,7 @@ export const SCHEMA = {
       'A header added to every message, with %i (client IP), %l (local IP), %d (date) and ' +
       '\\r \\n \\t escapes. A Received: header goes first, any other at the end of the header.',
     parse: (t) => (t === '' ? undefined : t),
-    notBuilt: (v) => (v !== undefined ? 'Header is not supported yet (it comes with filtering)' : undefined),
+    notBuilt: (v) => (v !== undefined ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   serverName: row<string>({
     name: 'ServerName',

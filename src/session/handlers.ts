@@ -2,7 +2,7 @@
 // not in the table is relayed byte for byte and the upstream's reply goes back as it is
 // (spec §8); the upstream, not us, enforces the order of commands.
 
-import { pathOf, xforwardAttributes } from '../smtp/command.js';
+import { hideInitialResponse, pathOf, xforwardAttributes } from '../smtp/command.js';
 import { rewriteHelo } from '../smtp/ehlo.js';
 import { isSuccess, reply } from '../smtp/reply.js';
 import { receiveMessage } from './data.js';
@@ -81,17 +81,18 @@ const xforward: Handler = async (s, text, raw) => {
  * AUTH is relayed line by line: while the upstream says 334, the client's next line is
  * its answer (not a command) and goes up verbatim. A 235 authenticates the session.
  */
-const auth: Handler = async (s, _text, raw) => {
-  let r = await s.forward(raw);
+const auth: Handler = async (s, text, raw) => {
+  // `AUTH PLAIN <initial response>` carries the password on the command line itself.
+  let r = await s.forward(raw, hideInitialResponse(text) !== text);
   while (r.code === 334) {
     s.send(r);
-    const line = await s.readLine();
+    const line = await s.readLine(true);
     if (line.kind === 'toolong') {
       await s.forward('*\r\n'); // cancels the exchange upstream (RFC 4954 §4)
       s.send(reply(500, 'Line too long'));
       return 'continue';
     }
-    r = await s.forward(line.raw);
+    r = await s.forward(line.raw, true);
   }
   if (r.code === 235) s.authenticated = true;
   s.send(r);

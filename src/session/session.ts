@@ -9,7 +9,7 @@ import { Level, q, type Logger } from '../log/logger.js';
 import { plainIp } from '../net/address.js';
 import { SocketReader, type LineResult } from '../net/reader.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
-import { verbOf } from '../smtp/command.js';
+import { hideInitialResponse, verbOf } from '../smtp/command.js';
 import type { Spool } from '../spool/spool.js';
 import { Upstream, type Endpoint } from '../upstream/upstream.js';
 import { HANDLERS, relay } from './handlers.js';
@@ -76,18 +76,23 @@ export class Session {
     if (!this.socket.destroyed) this.socket.write(Buffer.from(r.wire, 'latin1'));
   }
 
-  /** Reads the client's next line; ends the session on EOF or idle timeout. */
-  async readLine(): Promise<LineResult> {
+  /**
+   * Reads the client's next line; ends the session on EOF or idle timeout. `secret` lines
+   * (AUTH answers) are not written to the debug log: they carry credentials.
+   */
+  async readLine(secret = false): Promise<LineResult> {
     const line = await this.reader.line(MAX_COMMAND_LINE, this.timeoutMs);
     if (line === 'eof') throw new ClientGone('client closed the connection');
     if (line === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client idle for ${this.config.timeOut} s`);
-    if (line.kind === 'line' && this.log.enabled(Level.Debug)) this.log.debug(`CLIENT > ${q(line.text)}`);
+    if (line.kind === 'line' && this.log.enabled(Level.Debug)) {
+      this.log.debug(`CLIENT > ${secret ? '(authentication data)' : q(hideInitialResponse(line.text))}`);
+    }
     return line;
   }
 
-  /** A command to the upstream and its reply, logged at debug level. */
-  async forward(raw: string): Promise<Reply> {
-    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER < ${q(raw.trimEnd())}`);
+  /** A command to the upstream and its reply, logged at debug level (`secret`: not its text). */
+  async forward(raw: string, secret = false): Promise<Reply> {
+    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER < ${secret ? '(authentication data)' : q(raw.trimEnd())}`);
     const r = await this.upstream.send(raw);
     if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER > ${q(summary(r))}`);
     return r;
@@ -157,9 +162,11 @@ export class Session {
     }
   }
 
-  /** The drain deadline has passed: end at once. */
+  /** The drain deadline has passed: 421 and end at once (an unfinished DATA is dropped). */
   abort(): void {
     this.up?.abort();
-    this.socket.destroy();
+    this.send(new SiftError('SHUTDOWN', '').reply);
+    this.socket.end(() => this.socket.destroy());
+    setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 }

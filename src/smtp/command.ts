@@ -44,3 +44,8 @@ export function xforwardAttributes(line: string): Map<string, string> {
   }
   return attrs;
 }
+
+/** `AUTH PLAIN <base64>` carries a password on the command line itself (RFC 4954 §4). */
+export function hideInitialResponse(text: string): string {
+  return text.replace(/^([ \t]*AUTH[ \t]+\S+[ \t]+)\S.*$/i, '$1(authentication data)');
+}
