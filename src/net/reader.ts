@@ -12,8 +12,11 @@ export type ReadResult<T> = T | 'eof' | 'timeout';
 export type LineResult =
   /** `text` without its line ending; `raw` with it; both latin1. */
   | { readonly kind: 'line'; readonly text: string; readonly raw: string }
-  /** The line reached the limit without an LF; it was read to its end and discarded. */
-  | { readonly kind: 'toolong' };
+  /**
+   * The line reached the limit without an LF; it was read to its end and discarded but for
+   * `head`, its first `maxBytes - 2` bytes (latin1), for readers that cut rather than refuse.
+   */
+  | { readonly kind: 'toolong'; readonly head: string };
 
 export class SocketReader {
   private queue: Buffer[] = [];
@@ -94,6 +97,7 @@ export class SocketReader {
     const parts: Buffer[] = [];
     let size = 0;
     let tooLong = false;
+    let head = '';
     for (;;) {
       const chunk = await this.chunk(timeoutMs);
       if (typeof chunk === 'string') {
@@ -107,12 +111,13 @@ export class SocketReader {
         size += end;
         if (size >= maxBytes) {
           tooLong = true;
+          head = Buffer.concat(parts).subarray(0, maxBytes - 2).toString('latin1');
           parts.length = 0;
         }
       }
       if (lf >= 0) {
         this.unshift(chunk.subarray(end));
-        if (tooLong) return { kind: 'toolong' };
+        if (tooLong) return { kind: 'toolong', head };
         const raw = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)).toString('latin1');
         const text = raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.slice(0, -1);
         return { kind: 'line', text, raw };

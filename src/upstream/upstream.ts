@@ -20,6 +20,8 @@ export function describe(e: Endpoint): string {
 export class Upstream {
   private readonly reader: SocketReader;
   private closed = false;
+  /** The client's own QUIT went up: closing must not say it a second time. */
+  private quitSent = false;
 
   private constructor(
     private readonly socket: Socket,
@@ -60,10 +62,10 @@ export class Upstream {
       const line = await this.reader.line(MAX_REPLY_LINE, this.timeoutMs);
       if (line === 'eof') throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
       if (line === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `no reply from upstream in ${this.timeoutMs / 1000} s`);
-      // An over-long line is cut, as proxsmtpd did; its code still decides.
-      if (line.kind === 'toolong') throw new SiftError('UPSTREAM_PROTOCOL', 'upstream reply line too long');
+      // An over-long line is cut, as proxsmtpd did (spec §5); its code still decides.
+      const { raw, text } = line.kind === 'toolong' ? { raw: `${line.head}\r\n`, text: line.head } : line;
       try {
-        const reply = assembler.push(line.raw, line.text);
+        const reply = assembler.push(raw, text);
         if (reply) return reply;
       } catch (e) {
         if (!(e instanceof ProtocolError)) throw e;
@@ -85,7 +87,10 @@ export class Upstream {
     const timer = setTimeout(() => ac.abort(), this.timeoutMs);
     try {
       await Promise.race([once(this.socket, 'drain', { signal: ac.signal }), once(this.socket, 'close', { signal: ac.signal })]);
-    } catch {
+    } catch (e) {
+      // once() also rejects on the socket's 'error' (EPIPE, ECONNRESET): that is a
+      // connection gone, not a timeout; only our own abort means the time ran out.
+      if (!ac.signal.aborted) throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${(e as Error).message}`);
       throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
     } finally {
       clearTimeout(timer);
@@ -96,6 +101,7 @@ export class Upstream {
 
   /** One round trip: a command line (with its CRLF) and its reply. */
   async send(line: string): Promise<Reply> {
+    if (/^[ \t]*QUIT(?:[ \t]|\r?\n)/i.test(line)) this.quitSent = true;
     await this.write(line);
     return this.reply();
   }
@@ -103,7 +109,8 @@ export class Upstream {
   /** Says QUIT without waiting long for the answer, then closes. */
   async quit(): Promise<void> {
     if (this.closed) return;
-    this.socket.end('QUIT\r\n');
+    if (this.quitSent) this.socket.end();
+    else this.socket.end('QUIT\r\n');
     const timer = setTimeout(() => this.socket.destroy(), 1000);
     try {
       await once(this.socket, 'close');

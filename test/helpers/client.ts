@@ -27,6 +27,13 @@ export class RawClient {
     return new RawClient(socket);
   }
 
+  /** Connects to a unix socket. */
+  static async connectPath(path: string): Promise<RawClient> {
+    const socket = connect({ path });
+    await once(socket, 'connect');
+    return new RawClient(socket);
+  }
+
   send(data: string | Buffer): void {
     this.socket.write(typeof data === 'string' ? Buffer.from(data, 'latin1') : data);
   }
@@ -57,7 +64,8 @@ export class RawClient {
   /** One whole reply (all its lines, CRLFs included). */
   reply(timeoutMs = 5000): Promise<string> {
     return this.until(() => {
-      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?: [^\n]*)?\n/.exec(this.buf);
+      // A last line may be a bare code (`250\r\n`).
+      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?:[ \r][^\n]*)?\n/.exec(this.buf);
       if (!m) return undefined;
       this.buf = this.buf.slice(m[0].length);
       return m[0];

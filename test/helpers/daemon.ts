@@ -13,6 +13,8 @@ export const SMTPSIFT = fileURLToPath(new URL('../../src/cli/smtpsift.js', impor
 export interface Daemon {
   readonly proc: ChildProcess;
   readonly port: number;
+  /** With a unix socket Listen: its path (and `port` is 0). */
+  readonly socketPath: string | undefined;
   /** A private directory for this daemon: its config, spool (TempDirectory) and anything else. */
   readonly dir: string;
   readonly spoolDir: string;
@@ -22,6 +24,23 @@ export interface Daemon {
   waitForLog(re: RegExp, timeoutMs?: number): Promise<string>;
   /** SIGTERM (or another signal), then waits for the exit; resolves the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** The config file written for this daemon. */
+  readonly configFile: string;
+  /** Resolves with the exit code once the process has exited (stop() also removes `dir`). */
+  readonly exited: Promise<number | null>;
+}
+
+export interface StartOptions {
+  /** How the config file is named on the command line; default `['-f', file]`. */
+  fileArgs?: (file: string) => string[];
+  /**
+   * Rewrites the whole command line (`[node, smtpsiftd, ...args]`) before it is spawned,
+   * e.g. to run the daemon inside a private mount namespace. The spawned process must
+   * end up being the daemon itself (use `exec`), so that its PID is the daemon's.
+   */
+  wrap?: (argv: string[]) => string[];
+  /** Config text appended verbatim after the generated lines. */
+  extraConfig?: string;
 }
 
 /** Makes a private temp directory, removed by the returned function. */
@@ -34,7 +53,11 @@ export function tempDir(prefix = 'smtpsift-test-'): { dir: string; remove: () =>
  * `options` are config lines (`{ OutAddress: '127.0.0.1:2525' }`); Listen and TempDirectory
  * default to 127.0.0.1:0 and the daemon's private directory.
  */
-export async function startDaemon(options: Record<string, string>, args: string[] = ['-d', '4']): Promise<Daemon> {
+export async function startDaemon(
+  options: Record<string, string>,
+  args: string[] = ['-d', '4'],
+  start: StartOptions = {},
+): Promise<Daemon> {
   const { dir } = tempDir();
   const spoolDir = join(dir, 'spool');
   rmSync(spoolDir, { recursive: true, force: true });
@@ -42,8 +65,10 @@ export async function startDaemon(options: Record<string, string>, args: string[
   mkdirSync(spoolDir);
   const conf = { Listen: '127.0.0.1:0', TempDirectory: spoolDir, ...options };
   const file = join(dir, 'smtpsiftd.conf');
-  writeFileSync(file, Object.entries(conf).map(([k, v]) => `${k}: ${v}\n`).join(''));
-  const proc = spawn(process.execPath, [SMTPSIFTD, ...args, '-f', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  writeFileSync(file, Object.entries(conf).map(([k, v]) => `${k}: ${v}\n`).join('') + (start.extraConfig ?? ''));
+  const argv = [process.execPath, SMTPSIFTD, ...args, ...(start.fileArgs ?? ((f: string) => ['-f', f]))(file)];
+  const [cmd = process.execPath, ...cmdArgs] = start.wrap?.(argv) ?? argv;
+  const proc = spawn(cmd, cmdArgs, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   const waiters = new Set<() => void>();
   proc.stderr?.on('data', (d: Buffer) => {
@@ -69,17 +94,22 @@ export async function startDaemon(options: Record<string, string>, args: string[
       check();
     });
   const listening = await Promise.race([
-    waitForLog(/listening on [^\s;]+:(\d+);/),
+    // `ip:port` for TCP, the socket's path for a unix socket Listen.
+    waitForLog(/listening on [^\s;]+;/),
     exited.then((code) => {
       throw new Error(`smtpsiftd exited with ${code}:\n${stderr}`);
     }),
   ]);
-  const port = Number(/:(\d+);$/.exec(listening)?.[1]);
+  const port = Number(/:(\d+);$/.exec(listening)?.[1] ?? 0);
+  const socketPath = /^listening on (\/[^\s;]*);$/.exec(listening)?.[1];
   return {
     proc,
     port,
+    socketPath,
     dir,
     spoolDir,
+    configFile: file,
+    exited,
     log: () => stderr,
     waitForLog,
     async stop(signal = 'SIGTERM') {

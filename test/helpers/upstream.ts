@@ -19,11 +19,17 @@ export interface UpstreamSession {
 export type Respond = (line: string, s: UpstreamSession) => string | null | 'close' | 'silent';
 
 export interface UpstreamOptions {
-  greeting?: string;
+  /**
+   * The greeting; `'close'` drops each connection at once, `'silent'` never greets. A
+   * function decides per connection (e.g. fail only the first).
+   */
+  greeting?: string | 'close' | 'silent' | ((s: UpstreamSession) => string | 'close' | 'silent');
   ehlo?: string[];
   respond?: Respond;
   /** The reply after the end of data; default `250 2.0.0 Ok: queued as N`. */
   afterData?: (message: Buffer, s: UpstreamSession) => string | 'close' | 'silent';
+  /** Listen on this unix socket path instead of 127.0.0.1 (`port` stays 0). */
+  path?: string;
 }
 
 export const DEFAULT_EHLO = [
@@ -49,7 +55,8 @@ export class RecordingUpstream {
 
   static async start(opts: UpstreamOptions = {}): Promise<RecordingUpstream> {
     const u = new RecordingUpstream(opts);
-    u.server.listen(0, '127.0.0.1');
+    if (opts.path !== undefined) u.server.listen(opts.path);
+    else u.server.listen(0, '127.0.0.1');
     await once(u.server, 'listening');
     const a = u.server.address();
     u.port = typeof a === 'object' && a !== null ? a.port : 0;
@@ -73,7 +80,10 @@ export class RecordingUpstream {
     const write = (r: string): void => {
       if (!socket.destroyed) socket.write(`${r}\r\n`, 'latin1');
     };
-    write(this.opts.greeting ?? '220 upstream.test ESMTP recording');
+    const g = this.opts.greeting ?? '220 upstream.test ESMTP recording';
+    const greeting = typeof g === 'function' ? g(s) : g;
+    if (greeting === 'close') return void socket.destroy();
+    if (greeting !== 'silent') write(greeting);
     let buf = Buffer.alloc(0);
     let inData = false;
     socket.on('data', (chunk: Buffer) => {
