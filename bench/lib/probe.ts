@@ -1,0 +1,114 @@
+// Our own SMTP client on a raw socket (TCP_NODELAY), for what smtp-source cannot time:
+// the delay from the final "." to the 250, per message, on one connection. This is where
+// a proxy's own latency shows (proxsmtpd 1.10 stalls ~40 ms here on Nagle's algorithm).
+
+import { connect, type Socket } from 'node:net';
+import { once } from 'node:events';
+
+class Replies {
+  private buf = '';
+  private lines: string[] = [];
+  private waiter: (() => void) | undefined;
+  private closed = false;
+
+  constructor(socket: Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.buf += d.toString('latin1');
+      this.waiter?.();
+    });
+    const end = (): void => {
+      this.closed = true;
+      this.waiter?.();
+    };
+    socket.on('close', end);
+    socket.on('error', end);
+  }
+
+  /** The next whole reply (multi-line too): "250-a CRLF 250 b CRLF"; also accepts a bare "250". */
+  async next(timeoutMs: number): Promise<{ code: number; text: string }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl + 1);
+        this.buf = this.buf.slice(nl + 1);
+        this.lines.push(line);
+        if (!/^\d{3}-/.test(line)) {
+          const text = this.lines.join('');
+          this.lines = [];
+          return { code: Number(line.slice(0, 3)), text };
+        }
+      }
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.buf)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error('timeout waiting for a reply');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          this.waiter = undefined;
+          resolve();
+        };
+      });
+    }
+  }
+}
+
+export interface ProbeResult {
+  /** Milliseconds from writing "." to reading the whole final reply, per message. */
+  readonly dotMs: number[];
+  readonly failures: number;
+  readonly problem: string | undefined;
+}
+
+/** A message body of about `size` bytes in 78-byte lines, CRLF endings, no leading dots. */
+export function body(size: number): string {
+  const line = 'X'.repeat(76) + '\r\n';
+  return 'From: <sender@bench.invalid>\r\nTo: <rcpt@bench.invalid>\r\nSubject: bench\r\n\r\n' + line.repeat(Math.max(1, Math.ceil(size / line.length)));
+}
+
+/**
+ * `messages` messages of `size` bytes on one connection, each as MAIL, RCPT, DATA, the
+ * body, then "." in a write of its own, timed to the final reply.
+ */
+export async function probeDotLatency(port: number, messages: number, size: number, timeoutMs = 30_000): Promise<ProbeResult> {
+  const socket = connect({ port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => undefined);
+  const dotMs: number[] = [];
+  let failures = 0;
+  let problem: string | undefined;
+  try {
+    await once(socket, 'connect');
+    const r = new Replies(socket);
+    const expect = async (code: number, what: string): Promise<void> => {
+      const got = await r.next(timeoutMs);
+      if (got.code !== code) throw new Error(`${what}: expected ${code}, got ${JSON.stringify(got.text.trim())}`);
+    };
+    await expect(220, 'greeting');
+    socket.write('EHLO bench.invalid\r\n');
+    await expect(250, 'EHLO');
+    const data = Buffer.from(body(size), 'latin1');
+    for (let i = 0; i < messages; i++) {
+      socket.write('MAIL FROM:<sender@bench.invalid>\r\n');
+      await expect(250, 'MAIL');
+      socket.write('RCPT TO:<rcpt@bench.invalid>\r\n');
+      await expect(250, 'RCPT');
+      socket.write('DATA\r\n');
+      await expect(354, 'DATA');
+      socket.write(data);
+      const t0 = performance.now();
+      socket.write('.\r\n');
+      const fin = await r.next(timeoutMs);
+      const ms = performance.now() - t0;
+      if (fin.code === 250) dotMs.push(ms);
+      else failures++;
+    }
+    socket.write('QUIT\r\n');
+    await r.next(timeoutMs).catch(() => undefined);
+  } catch (e) {
+    problem = (e as Error).message;
+  } finally {
+    socket.destroy();
+  }
+  return { dotMs, failures, problem };
+}

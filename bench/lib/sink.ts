@@ -1,0 +1,54 @@
+// Postfix's smtp-sink as the upstream of every target: it accepts everything and throws
+// it away. With -c it prints running counters ("... mesg=N", separated by CR) to stdout,
+// which we read to check that every message smtp-source was told about really arrived.
+
+import { join } from 'node:path';
+import { freePort, start, stop, waitForGreeting, type Started } from './processes.js';
+
+export const SMTP_SINK = '/usr/sbin/smtp-sink';
+
+export class Sink {
+  private messages = 0;
+
+  private constructor(
+    readonly port: number,
+    readonly proc: Started,
+  ) {
+    let tail = '';
+    proc.child.stdout?.on('data', (d: Buffer) => {
+      tail = (tail + d.toString('latin1')).slice(-4096);
+      const all = [...tail.matchAll(/mesg=(\d+)/g)];
+      const last = all[all.length - 1];
+      if (last?.[1] !== undefined) this.messages = Math.max(this.messages, Number(last[1]));
+    });
+  }
+
+  /**
+   * `-m`: smtp-sink's own connection limit (default 256); excess connections wait in the
+   * listen queue, so it is raised above every target's MaxConnections. The backlog too.
+   */
+  static async start(dir: string, maxConnections = 4096, backlog = 4096): Promise<Sink> {
+    const port = await freePort();
+    // smtp-sink refuses to run as root without -u.
+    const user = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
+    const proc = start('smtp-sink', SMTP_SINK, [...user, '-c', '-m', String(maxConnections), `127.0.0.1:${port}`, String(backlog)], join(dir, 'smtp-sink.log'), false);
+    await waitForGreeting(port, proc);
+    return new Sink(port, proc);
+  }
+
+  /** Messages completed ('.' answered) so far, by smtp-sink's own count. */
+  get received(): number {
+    return this.messages;
+  }
+
+  /** Waits until the counter reaches `n` (it is printed as it changes), up to `ms`. */
+  async settle(n: number, ms = 1000): Promise<number> {
+    const deadline = Date.now() + ms;
+    while (this.messages < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return this.messages;
+  }
+
+  stop(): Promise<void> {
+    return stop(this.proc);
+  }
+}

@@ -1,0 +1,92 @@
+// The three targets smtp-source is pointed at, all in front of the same smtp-sink:
+// smtpsiftd, the Debian proxsmtpd (same configuration syntax), and the sink itself
+// ("direct", the physical limit of this machine). A target may carry extra configuration
+// lines (e.g. a FilterCommand for issue 7), so one kind can appear as several targets.
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Sink } from './sink.js';
+import { freePort, isRunning, start, stop, waitForGreeting, type Started } from './processes.js';
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const SMTPSIFTD = join(REPO, 'dist/src/cli/smtpsiftd.js');
+export const PROXSMTPD = '/usr/sbin/proxsmtpd';
+
+export type Kind = 'smtpsiftd' | 'proxsmtpd' | 'direct';
+
+export interface TargetSpec {
+  /** Column name in the report, unique. */
+  readonly label: string;
+  readonly kind: Kind;
+  /** Configuration lines beyond the common ones (ignored for direct). */
+  readonly config?: Readonly<Record<string, string>>;
+}
+
+export interface RunningTarget {
+  readonly spec: TargetSpec;
+  readonly port: number;
+  /** The daemon process; undefined for direct. */
+  readonly daemon: Started | undefined;
+  readonly logPath: string | undefined;
+}
+
+export interface TargetOptions {
+  /** Directory for configs, logs and TempDirectory. */
+  readonly dir: string;
+  /** Extra node flags for smtpsiftd, e.g. --cpu-prof. */
+  readonly nodeFlags: readonly string[];
+}
+
+let serial = 0;
+
+/** The configuration every daemon gets (the brief's), in proxsmtpd.conf syntax. */
+function configText(listenPort: number, sinkPort: number, tempDir: string, extra: Readonly<Record<string, string>>): string {
+  const lines: Record<string, string> = {
+    Listen: `127.0.0.1:${listenPort}`,
+    OutAddress: `127.0.0.1:${sinkPort}`,
+    TempDirectory: tempDir,
+    MaxConnections: '512',
+    ...extra,
+  };
+  return Object.entries(lines)
+    .map(([k, v]) => `${k}: ${v}\n`)
+    .join('');
+}
+
+export async function startTarget(spec: TargetSpec, sink: Sink, opts: TargetOptions): Promise<RunningTarget> {
+  if (spec.kind === 'direct') return { spec, port: sink.port, daemon: undefined, logPath: undefined };
+  const n = ++serial;
+  const dir = join(opts.dir, `${spec.label}-${n}`);
+  const tmp = join(dir, 'tmp');
+  mkdirSync(tmp, { recursive: true, mode: 0o700 });
+  const port = await freePort();
+  const conf = join(dir, `${spec.kind}.conf`);
+  writeFileSync(conf, configText(port, sink.port, tmp, spec.config ?? {}));
+  const logPath = join(dir, 'daemon.log');
+  const daemon =
+    spec.kind === 'smtpsiftd'
+      ? start(spec.label, process.execPath, [...opts.nodeFlags, SMTPSIFTD, '-d', '0', '-f', conf], logPath)
+      : start(spec.label, PROXSMTPD, ['-d', '0', '-f', conf], logPath);
+  await waitForGreeting(port, daemon);
+  return { spec, port, daemon, logPath };
+}
+
+export async function stopTarget(t: RunningTarget): Promise<void> {
+  if (t.daemon !== undefined) await stop(t.daemon);
+}
+
+/** Whether the daemon is still up (a crash under load is a finding, not a bench error). */
+export function alive(t: RunningTarget): boolean {
+  return t.daemon === undefined || isRunning(t.daemon);
+}
+
+/** The daemon's log lines (at -d 0: errors only), for the report. */
+export function logLines(t: RunningTarget): string[] {
+  if (t.logPath === undefined) return [];
+  try {
+    return readFileSync(t.logPath, 'utf8').split('\n').filter((l) => l.trim() !== '');
+  } catch {
+    return [];
+  }
+}
