@@ -7,7 +7,7 @@ import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
 import { Logger, stderrSink, syslogSink, Level } from '../log/logger.js';
-import { startDaemon } from '../server/daemon.js';
+import { startDaemon, type Daemon } from '../server/daemon.js';
 import { resolveSystem, StartupError } from '../server/system.js';
 import { getopt, UsageError } from './getopt.js';
 import { VERSION } from './version.js';
@@ -76,17 +76,22 @@ async function main(args: string[]): Promise<number> {
   if (debug === undefined && !detached) return detach();
 
   const report = detached ? createWriteStream('', { fd: 3 }) : undefined;
-  let daemon;
+  // The handlers come before the pid file and the "listening" notice: a SIGTERM sent as
+  // soon as either appears must still drain and clean up, not kill us by default action.
+  let daemon: Daemon | undefined;
+  let stopping = false;
+  const stop = (): void => {
+    stopping = true;
+    void daemon?.stop().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
   try {
     daemon = await startDaemon(config, { log, pidFile, account });
   } catch (e) {
     throw new StartupError((e as Error).message, 1);
   }
-  const stop = (): void => {
-    void daemon.stop().then(() => process.exit(0));
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  if (stopping) stop();
   process.on('SIGHUP', () => log.notice('SIGHUP received; nothing to reload yet'));
   report?.end('ready\n');
   return -1; // keep running

@@ -22,6 +22,8 @@ function defaults(): Record<OptionKey, unknown> {
 export function parseConfig(text: string, file: string): Config {
   const values = defaults();
   const setAt = new Map<OptionKey, number>();
+  /** Options given on some line, valid or not: a bad OutAddress is not also "missing". */
+  const given = new Set<OptionKey>();
   const problems: string[] = [];
   const lines = text.split('\n');
   lines.forEach((raw, i) => {
@@ -40,6 +42,7 @@ export function parseConfig(text: string, file: string): Config {
       problems.push(`${file}:${lineNo}: unknown option '${name}'; see smtpsiftd.conf(5) for the options`);
       return;
     }
+    given.add(key);
     const r = SCHEMA[key] as OptionRow<unknown>;
     try {
       values[key] = r.parse(value);
@@ -54,7 +57,8 @@ export function parseConfig(text: string, file: string): Config {
     const why = r.notBuilt?.(values[key]);
     if (why !== undefined) problems.push(`${file}:${lineNo}: ${r.name}: ${why}`);
   }
-  if (values.outAddress === undefined && problems.length === 0) {
+  // Reported with the other problems, so that one run shows everything to fix.
+  if (values.outAddress === undefined && !given.has('outAddress')) {
     problems.push(`${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`);
   }
   if (problems.length > 0) throw new ConfigError(problems);

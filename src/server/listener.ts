@@ -32,13 +32,15 @@ export class Listener {
 
   async listen(address: ListenAddress): Promise<void> {
     if (address.kind === 'unix') removeStaleSocket(address.path);
+    // once() rejects with the 'error' event's error, so this also catches a failed bind.
     const ready = once(this.server, 'listening');
-    const failed = once(this.server, 'error').then(([e]: Error[]) => {
-      throw new Error(`cannot listen on ${formatAddress(address)}: ${e?.message ?? 'unknown error'}`);
-    });
     if (address.kind === 'unix') this.server.listen({ path: address.path, backlog: BACKLOG });
     else this.server.listen({ host: address.host, port: address.port, backlog: BACKLOG });
-    await Promise.race([ready, failed]);
+    try {
+      await ready;
+    } catch (e) {
+      throw new Error(`cannot listen on ${formatAddress(address)}: ${(e as Error).message}`);
+    }
   }
 
   /** The bound address, e.g. to learn the port after `Listen: 127.0.0.1:0`. */

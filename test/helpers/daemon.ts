@@ -99,7 +99,12 @@ export async function startDaemon(
     exited.then((code) => {
       throw new Error(`smtpsiftd exited with ${code}:\n${stderr}`);
     }),
-  ]);
+  ]).catch((e: unknown) => {
+    // A daemon that never listened leaves nothing behind: no process, no directory.
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  });
   const port = Number(/:(\d+);$/.exec(listening)?.[1] ?? 0);
   const socketPath = /^listening on (\/[^\s;]*);$/.exec(listening)?.[1];
   return {

@@ -1,0 +1,194 @@
+// Configuration errors (issue #2): `smtpsiftd: FILE:LINE: <what is wrong, and what is
+// allowed>` on stderr, exit status 2, every problem of the file at once, each naming the
+// option. Also how `smtpsift check` reports the same file.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { configFile, runDaemonCli, runSift, type RunResult } from './helpers/process.js';
+
+const OUT = 'OutAddress: 127.0.0.1:2525';
+
+/** Runs `smtpsiftd -d 0 -f FILE` on this text; asserts exit 2; returns the stderr lines. */
+async function daemonErrors(text: string, args: string[] = ['-d', '0']): Promise<{ lines: string[]; file: string; r: RunResult }> {
+  const conf = configFile(text);
+  try {
+    const r = await runDaemonCli([...args, '-f', conf.file]);
+    assert.equal(r.status, 2, `exit status; stderr:\n${r.stderr}`);
+    assert.equal(r.stdout, '');
+    return { lines: r.stderr.trimEnd().split('\n'), file: conf.file, r };
+  } finally {
+    conf.remove();
+  }
+}
+
+/** One error at LINE that names the option and says what is allowed (matched by `allowed`). */
+async function oneError(text: string, line: number, option: string, allowed: RegExp): Promise<void> {
+  const { lines, file } = await daemonErrors(text);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  const prefix = `smtpsiftd: ${file}:${line}: `;
+  const msg = lines[0] ?? '';
+  assert.ok(msg.startsWith(prefix), `expected ${prefix}..., got ${msg}`);
+  assert.ok(msg.includes(option), `the message names ${option}: ${msg}`);
+  assert.match(msg, allowed);
+}
+
+test('unknown option: FILE:LINE, the name, where to look', async () => {
+  await oneError(`${OUT}\n# fine\nDebugFiles: yes\n`, 3, "'DebugFiles'", /unknown option 'DebugFiles'; see smtpsiftd\.conf\(5\)/);
+});
+
+test('a line without a colon', async () => {
+  await oneError(`${OUT}\nMaxConnections 10\n`, 2, 'MaxConnections 10', /invalid line 'MaxConnections 10': expected 'Name: value'/);
+});
+
+test('bad numbers: MaxConnections 0, TimeOut x, KeepAlives -1, FilterTimeout 0', async () => {
+  await oneError(`${OUT}\nMaxConnections: 0\n`, 2, 'MaxConnections:', /0 is out of range; .*between 1 and 10240/);
+  await oneError(`${OUT}\nMaxConnections: 10241\n`, 2, 'MaxConnections:', /between 1 and 10240/);
+  await oneError(`TimeOut: x\n${OUT}\n`, 1, 'TimeOut:', /'x' is not a whole number/);
+  await oneError(`${OUT}\nKeepAlives: -1\n`, 2, 'KeepAlives:', /-1 is out of range; .*\b0\b/);
+  await oneError(`${OUT}\nFilterTimeout: 0\n`, 2, 'FilterTimeout:', /out of range/);
+});
+
+test('bad booleans: XClient, Pipelining', async () => {
+  await oneError(`${OUT}\nXClient: maybe\n`, 2, 'XClient:', /'maybe' is not a boolean; use on\/off, yes\/no, true\/false or 1\/0/);
+  await oneError(`${OUT}\n\nPipelining: enabled\n`, 3, 'Pipelining:', /not a boolean/);
+});
+
+test('bad enumerations: TransparentProxy, FilterType, Skip', async () => {
+  await oneError(`${OUT}\nTransparentProxy: half\n`, 2, 'TransparentProxy:', /use off, client or full/);
+  await oneError(`${OUT}\nFilterType: smtp\n`, 2, 'FilterType:', /use pipe, file or reject/);
+  await oneError(`${OUT}\nSkip: everyone\n`, 2, 'Skip:', /the only value is 'authenticated'/);
+});
+
+test('bad Listen', async () => {
+  for (const bad of ['1.2.3.4.5', '127.0.0.1:99999', 'localhost:25', '[::1', 'relay.example']) {
+    await oneError(`${OUT}\nListen: ${bad}\n`, 2, 'Listen:', /is not a listen address; use port, ip, ip:port, \[ipv6\]:port or \/path\/to\/socket/);
+  }
+});
+
+test('bad OutAddress', async () => {
+  for (const bad of ['127.0.0.1:99999', 'bad host!', '127.0.0.1:0', 'mx.example:x']) {
+    await oneError(`OutAddress: ${bad}\n`, 1, 'OutAddress:', /is not an upstream address; use ip\[:port\]/);
+  }
+});
+
+test('empty values where one is required: TempDirectory, User, FilterReject', async () => {
+  await oneError(`${OUT}\nTempDirectory:\n`, 2, 'TempDirectory:', /must not be empty/);
+  await oneError(`${OUT}\nUser:   \n`, 2, 'User:', /must not be empty/);
+  await oneError(`${OUT}\nFilterReject:\n`, 2, 'FilterReject:', /must not be empty/);
+});
+
+test('missing OutAddress: FILE (no line), names the option and how to set it', async () => {
+  const { lines, file } = await daemonErrors('# no upstream\nMaxConnections: 5\n');
+  assert.deepEqual(lines, [`smtpsiftd: ${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`]);
+});
+
+test('options whose feature is not built yet are start-up errors that name them', async () => {
+  const cases: Array<[string, string]> = [
+    ['FilterCommand: cat', 'FilterCommand'],
+    ['FilterCommand:', 'FilterCommand'],
+    ['TransparentProxy: client', 'TransparentProxy'],
+    ['TransparentProxy: yes', 'TransparentProxy'],
+    ['TransparentProxy: full', 'TransparentProxy'],
+    ['FilterType: REJECT', 'FilterType: reject'],
+    ['Header: X-Filtered: by smtpsift', 'Header'],
+    ['Skip: authenticated', 'Skip'],
+    ['KeepAlives: 5', 'KeepAlives'],
+  ];
+  for (const [line, named] of cases) {
+    await oneError(`${OUT}\n${line}\n`, 2, `${named}`, /is not supported yet/);
+  }
+  // Written with their defaults, they are not errors (see config-syntax); FilterType file is.
+  await oneError(`${OUT}\nFilterType: file\nFilterCommand: cat\n`, 3, 'FilterCommand', /not supported yet/);
+});
+
+test('several errors are reported together, each with its own line, exit 2', async () => {
+  const { lines, file } = await daemonErrors(
+    [OUT, 'Bogus: 1', 'TimeOut: soon', 'no colon here', 'Listen: nowhere:25', 'Header: X-A: b', 'XClient: perhaps', ''].join('\n'),
+  );
+  const expect: Array<[number, RegExp]> = [
+    [2, /unknown option 'Bogus'/],
+    [3, /TimeOut: 'soon' is not a whole number/],
+    [4, /invalid line 'no colon here'/],
+    [5, /Listen: 'nowhere:25' is not a listen address/],
+    [6, /Header: .*not supported yet/],
+    [7, /XClient: 'perhaps' is not a boolean/],
+  ];
+  assert.equal(lines.length, expect.length, lines.join('\n'));
+  for (const [line, re] of expect) {
+    const found = lines.find((l) => l.startsWith(`smtpsiftd: ${file}:${line}: `));
+    assert.ok(found, `no error for line ${line} in:\n${lines.join('\n')}`);
+    assert.match(found, re);
+  }
+});
+
+test('a missing OutAddress is reported together with the other errors', async () => {
+  const { lines, file } = await daemonErrors('Bogus: 1\nTimeOut: 0\n');
+  assert.equal(lines.length, 3, lines.join('\n'));
+  assert.match(lines[0] ?? '', new RegExp(`^smtpsiftd: ${file}:1: unknown option 'Bogus'`));
+  assert.match(lines[1] ?? '', new RegExp(`^smtpsiftd: ${file}:2: TimeOut: 0 is out of range`));
+  assert.match(lines[2] ?? '', new RegExp(`^smtpsiftd: ${file}: no OutAddress specified`));
+});
+
+test('a bad OutAddress is not also reported as missing', async () => {
+  const { lines, file } = await daemonErrors('OutAddress: 127.0.0.1:0\n');
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0] ?? '', new RegExp(`^smtpsiftd: ${file}:1: OutAddress: `));
+});
+
+test('a missing config file is a clear error, exit 2', async () => {
+  const r = await runDaemonCli(['-d', '0', '-f', '/nonexistent/smtpsiftd.conf']);
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'smtpsiftd: /nonexistent/smtpsiftd.conf: cannot read the configuration file: no such file\n');
+});
+
+test('an unknown User is a FILE:LINE error, exit 2', async () => {
+  const { lines, file } = await daemonErrors(`${OUT}\n# the account\nUser: no-such-user-smtpsift\n`);
+  assert.deepEqual(lines, [`smtpsiftd: ${file}:3: User: no such user 'no-such-user-smtpsift'`]);
+});
+
+test('a TempDirectory that does not exist is a FILE:LINE error, exit 2', async () => {
+  const { lines, file } = await daemonErrors(`${OUT}\nTempDirectory: /nonexistent/spool\n`);
+  assert.deepEqual(lines, [`smtpsiftd: ${file}:2: TempDirectory: /nonexistent/spool: no such directory`]);
+});
+
+test('config errors reach stderr with exit 2 without -d too (checked before detaching)', async () => {
+  const { lines, file } = await daemonErrors(`${OUT}\nMaxConnections: 0\n`, []);
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.match(lines[0] ?? '', new RegExp(`^smtpsiftd: ${file}:2: MaxConnections: 0 is out of range`));
+  const user = await daemonErrors(`${OUT}\nUser: no-such-user-smtpsift\n`, []);
+  assert.deepEqual(user.lines, [`smtpsiftd: ${user.file}:2: User: no such user 'no-such-user-smtpsift'`]);
+});
+
+test('smtpsift check prints the same errors (as smtpsift:) and exits 2', async () => {
+  const conf = configFile('Bogus: 1\nOutAddress: 127.0.0.1:2525\nMaxConnections: many\n');
+  try {
+    const r = await runSift(['check', '-f', conf.file]);
+    assert.equal(r.status, 2);
+    assert.equal(r.stdout, '');
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.equal(lines.length, 2, r.stderr);
+    assert.match(lines[0] ?? '', new RegExp(`^smtpsift: ${conf.file}:1: unknown option 'Bogus'`));
+    assert.match(lines[1] ?? '', new RegExp(`^smtpsift: ${conf.file}:3: MaxConnections: 'many' is not a whole number`));
+  } finally {
+    conf.remove();
+  }
+});
+
+test('smtpsift check refuses what the daemon would refuse at start-up: User, TempDirectory', async () => {
+  const conf = configFile(`${OUT}\nUser: no-such-user-smtpsift\nTempDirectory: /nonexistent/spool\n`);
+  try {
+    const r = await runSift(['check', '-f', conf.file]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, new RegExp(`^smtpsift: ${conf.file}:(2: User|3: TempDirectory): `, 'm'));
+  } finally {
+    conf.remove();
+  }
+});
+
+test('smtpsift check on a missing file: the error, exit 2', async () => {
+  const r = await runSift(['check', '-f', '/nonexistent/smtpsiftd.conf']);
+  assert.equal(r.status, 2);
+  assert.equal(r.stdout, '');
+  assert.equal(r.stderr, 'smtpsift: /nonexistent/smtpsiftd.conf: cannot read the configuration file: no such file\n');
+});
