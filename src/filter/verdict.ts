@@ -32,17 +32,22 @@ export function verdictOf(end: FilterEnd): Verdict {
   if (end.kind === 'crash') return { action: 'tempfail', reply: LOCAL_ERROR, why: end.why };
   if (end.code === 0) return { action: 'accept' };
   const line = end.lastLine;
-  const code = line === undefined ? undefined : codeOf(line);
-  if (line !== undefined && code !== undefined) {
-    // The filter's own reply, verbatim; a 250 (any 2xx) is a silent drop.
-    const r: Reply = { code, lines: [line.slice(4)], wire: `${line}\r\n` };
-    const action = code < 300 ? 'drop' : code < 500 ? 'tempfail' : 'reject';
-    return { action, reply: r, why: line };
-  }
-  if (isSignalStatus(end.code)) {
+  if ((line === undefined || codeOf(line) === undefined) && isSignalStatus(end.code)) {
     // The program under sh -c was killed (dash says "Killed"): a crash, not a content verdict.
     return { action: 'tempfail', reply: LOCAL_ERROR, why: `filter killed (exit ${end.code})` };
   }
-  const text = line ?? 'Content Rejected';
-  return { action: 'reject', reply: reply(550, `Content Rejected; ${text}`), why: text };
+  const r = rejection(line ?? 'Content Rejected');
+  // The filter's own reply, verbatim; a 250 (any 2xx) is a silent drop.
+  const action = r.code < 300 ? 'drop' : r.code < 500 ? 'tempfail' : 'reject';
+  return { action, reply: r, why: line ?? '' };
+}
+
+/**
+ * A line from a filter (its last stderr line) or FilterReject as a reply: verbatim when it
+ * starts with a code, else `550 Content Rejected; <line>` (proxsmtpd §13.4, §13.6).
+ */
+export function rejection(line: string): Reply {
+  const code = codeOf(line);
+  if (code === undefined) return reply(550, `Content Rejected; ${line}`);
+  return { code, lines: [line.slice(4)], wire: `${line}\r\n` };
 }

@@ -3,30 +3,45 @@
 // CRLF.CRLF, whatever fails meanwhile, so no body line is ever taken for a command.
 
 import { once } from 'node:events';
-import { createReadStream } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { SiftError } from '../errors.js';
 import { DotDecoder, DotEncoder } from '../smtp/dot.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
 import type { SpoolFile } from '../spool/spool.js';
 import { q } from '../log/logger.js';
+import { filterMessage, type FilterRequest } from '../filter/filter.js';
+import { expandHeader } from '../filter/header.js';
+import { outgoing } from '../filter/outgoing.js';
+import type { Verdict } from '../filter/verdict.js';
+import { plainIp } from '../net/address.js';
+import { keepAlive, type KeepAlive } from '../upstream/keepalive.js';
 import { ClientGone, type Outcome, type Session } from './session.js';
 
-const READ_CHUNK = 256 * 1024;
-
 /** How the message ended, for the log line. */
-function status(r: Reply): string {
+type Fate = 'DELIVERED' | 'REJECTED' | 'DROPPED' | 'TEMPFAIL' | 'ABORTED';
+
+function fateOf(r: Reply | undefined, action: Verdict['action'] | undefined): Fate {
+  if (r === undefined) return 'ABORTED';
+  if (action === 'drop') return 'DROPPED';
   return r.code < 300 ? 'DELIVERED' : r.code < 500 ? 'TEMPFAIL' : 'REJECTED';
 }
+
+/** `Skip: authenticated` (proxsmtpd §11): such a client's mail passes unfiltered, no Header. */
+export const skipsFilter = (s: Session): boolean => s.config.skip === 'authenticated' && s.authenticated;
 
 export async function receiveMessage(s: Session): Promise<Outcome> {
   if (s.txn.recipients.length === 0) {
     s.send(reply(554, '5.5.1 No valid recipients'));
     return 'continue';
   }
+  const skip = skipsFilter(s);
   let file: SpoolFile | undefined;
+  const output = s.services.spool.path();
   let size = 0;
   let final: Reply;
+  let action: Verdict['action'] | undefined;
   let outcome: Outcome = 'continue';
+  let upstreamIdle: KeepAlive | undefined;
   try {
     try {
       file = s.services.spool.open();
@@ -40,24 +55,59 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
       return 'continue';
     }
     s.send(reply(354, 'Start mail input; end with <CRLF>.<CRLF>'));
+    upstreamIdle = keepAlive(s.upstream, s.config.keepAlives, s.log);
     const received = await receive(s, file);
     size = received.size;
     if (received.error) throw received.error;
     await file.finish();
-    [final, outcome] = await deliver(s, file);
+    const filtered = skip ? undefined : await filterMessage({ config: s.config, log: s.log, message: file.path, output, facts: facts(s) });
+    await upstreamIdle.stop();
+    action = filtered?.verdict.action;
+    if (filtered !== undefined && filtered.verdict.action !== 'accept') {
+      // The filter decided: the client gets its reply, the upstream forgets the envelope.
+      final = filtered.verdict.reply;
+      await s.forward('RSET\r\n');
+    } else {
+      [final, outcome] = await deliver(s, filtered?.send ?? file.path, skip ? undefined : header(s));
+    }
   } catch (e) {
+    await upstreamIdle?.stop();
+    // Every message that got its 354 gets its log line, however it ended.
+    if (e instanceof ClientGone) logMessage(s, size, undefined, action);
+    if (e instanceof SiftError && e.closes) logMessage(s, size, e.reply, action);
     if (!(e instanceof SiftError) || e.closes) throw e;
     // Our own failure with the data fully read: a 4xx, and the upstream forgets the envelope.
     s.log.error(e.message);
     final = e.reply;
     if (!s.upstream.isClosed) await s.forward('RSET\r\n');
   } finally {
+    await upstreamIdle?.stop();
     file?.remove();
+    rmSync(output, { force: true });
   }
   s.send(final);
-  logMessage(s, size, final);
+  logMessage(s, size, final, action);
   s.txn.reset();
   return outcome;
+}
+
+/** What the filter is told of this message (its environment). */
+function facts(s: Session): FilterRequest['facts'] {
+  return {
+    sender: s.txn.sender,
+    recipients: s.txn.recipients,
+    client: s.clientIp,
+    server: plainIp(s.upstream.remoteAddress),
+    remote: s.txn.remote,
+    remoteHelo: s.txn.remoteHelo,
+  };
+}
+
+/** The Header option expanded for this message, if set. */
+function header(s: Session): string | undefined {
+  const template = s.config.header;
+  if (template === undefined) return undefined;
+  return expandHeader(template, { clientIp: s.clientIp, localIp: s.localIp, date: new Date() }, (m) => s.log.warn(m));
 }
 
 /**
@@ -80,7 +130,9 @@ async function receive(s: Session, file: SpoolFile): Promise<{ size: number; err
     for (const part of d.parts) {
       size += part.length;
       if (error === undefined && !file.stream.write(part)) {
-        await Promise.race([once(file.stream, 'drain'), once(file.stream, 'close')]);
+        // once() rejects on the stream's 'error' (ENOSPC): recorded, and the rest of the
+        // data is still read to its end so that no body line is taken for a command.
+        await drainedOrClosed(file).catch(failed);
       }
     }
     if (d.done) {
@@ -90,16 +142,32 @@ async function receive(s: Session, file: SpoolFile): Promise<{ size: number; err
   }
 }
 
+/** Waits for the spool file to take more, or to fail; leaves no listener behind. */
+async function drainedOrClosed(file: SpoolFile): Promise<void> {
+  const ac = new AbortController();
+  try {
+    await Promise.race([once(file.stream, 'drain', { signal: ac.signal }), once(file.stream, 'close', { signal: ac.signal })]);
+  } finally {
+    ac.abort();
+  }
+}
+
 /** DATA upstream, the spooled message dot-stuffed with CRLF endings, and the final reply. */
-async function deliver(s: Session, file: SpoolFile): Promise<[Reply, Outcome]> {
+async function deliver(s: Session, path: string, headerText: string | undefined): Promise<[Reply, Outcome]> {
   const dataReply = await s.forward('DATA\r\n');
-  if (dataReply.code !== 354) return [dataReply, 'continue'];
+  if (dataReply.code !== 354) {
+    // A refused DATA leaves the envelope open upstream, while for the client the
+    // transaction is over (its data was read, the refusal is its final reply): RSET so
+    // that the next MAIL is not a nested one (issue #2: the upstream gets RSET).
+    await s.forward('RSET\r\n');
+    return [dataReply, 'continue'];
+  }
   const encoder = new DotEncoder();
   let held: Buffer[] = [];
   try {
-    for await (const chunk of createReadStream(file.path, { highWaterMark: READ_CHUNK })) {
+    for await (const chunk of outgoing(path, headerText)) {
       if (held.length > 0) await s.upstream.write(Buffer.concat(held));
-      held = encoder.encode(chunk as Buffer);
+      held = encoder.encode(chunk);
     }
     if (s.socket.destroyed) {
       // Nobody would hear the reply and the client will send again: do not deliver.
@@ -113,7 +181,7 @@ async function deliver(s: Session, file: SpoolFile): Promise<[Reply, Outcome]> {
     // nothing half-sent is ever delivered.
     s.upstream.abort();
     if (e instanceof SiftError || e instanceof ClientGone) throw e;
-    s.log.error(`reading ${file.path}: ${(e as Error).message}`);
+    s.log.error(`reading ${path}: ${(e as Error).message}`);
     return [new SiftError('SPOOL_FAILED', '').reply, 'close'];
   }
   const final = await s.upstream.reply();
@@ -121,10 +189,12 @@ async function deliver(s: Session, file: SpoolFile): Promise<[Reply, Outcome]> {
   return [final, 'continue'];
 }
 
-function logMessage(s: Session, size: number, final: Reply): void {
+function logMessage(s: Session, size: number, final: Reply | undefined, action: Verdict['action'] | undefined): void {
   const t = s.txn;
+  const filter = skipsFilter(s) ? 'skipped' : s.config.filterCommand === undefined ? 'none' : (action ?? 'unfinished');
   s.log.info(
     `client=${s.clientIp ?? 'unix'} from=<${q(t.sender === '<>' ? '' : (t.sender ?? ''))}> ` +
-      `rcpts=${t.recipients.length} size=${size} status=${status(final)} reply="${q(summary(final))}"`,
+      `rcpts=${t.recipients.length} size=${size} filter=${filter} status=${fateOf(final, action)} ` +
+      `reply="${final ? q(summary(final)) : ''}"`,
   );
 }

@@ -5,7 +5,8 @@
 import { hideInitialResponse, pathOf, xforwardAttributes } from '../smtp/command.js';
 import { rewriteHelo } from '../smtp/ehlo.js';
 import { isSuccess, reply } from '../smtp/reply.js';
-import { receiveMessage } from './data.js';
+import { rejection } from '../filter/verdict.js';
+import { receiveMessage, skipsFilter } from './data.js';
 import type { Outcome, Session } from './session.js';
 
 export type Handler = (s: Session, text: string, raw: string) => Promise<Outcome>;
@@ -44,7 +45,30 @@ async function sendXclient(s: Session, heloLine: string): Promise<void> {
   else if (r.code === 220) await s.forward(heloLine);
 }
 
+/**
+ * `FilterType: reject` (proxsmtpd §13.6): MAIL, RCPT and DATA get FilterReject and nothing
+ * of the envelope goes upstream; DATA also resets the upstream. An authenticated client
+ * with `Skip: authenticated` is let through.
+ */
+function refusesAll(s: Session): boolean {
+  return s.config.filterType === 'reject' && !skipsFilter(s);
+}
+
+function refuse(s: Session): Outcome {
+  s.txn.reset();
+  s.send(rejection(s.config.filterReject));
+  s.log.info(`client=${s.clientIp ?? 'unix'} status=REJECTED (FilterType reject)`);
+  return 'continue';
+}
+
+const data: Handler = async (s) => {
+  if (!refusesAll(s)) return receiveMessage(s);
+  await s.forward('RSET\r\n');
+  return refuse(s);
+};
+
 const mail: Handler = async (s, text, raw) => {
+  if (refusesAll(s)) return refuse(s);
   const r = await s.forward(raw);
   if (isSuccess(r)) s.txn.sender = pathOf(text);
   s.send(r);
@@ -52,6 +76,7 @@ const mail: Handler = async (s, text, raw) => {
 };
 
 const rcpt: Handler = async (s, text, raw) => {
+  if (refusesAll(s)) return refuse(s);
   const r = await s.forward(raw);
   const path = pathOf(text);
   if (isSuccess(r) && path !== undefined) s.txn.recipients.push(path);
@@ -122,7 +147,7 @@ export const HANDLERS: Readonly<Record<string, Handler>> = {
   MAIL: mail,
   RCPT: rcpt,
   RSET: rset,
-  DATA: receiveMessage,
+  DATA: data,
   XFORWARD: xforward,
   AUTH: auth,
   QUIT: quit,

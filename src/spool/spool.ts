@@ -85,7 +85,7 @@ export class Spool {
 
   /** A new private file for one message. */
   open(): SpoolFile {
-    const path = join(this.dir, `msg-${++this.counter}`);
+    const path = this.path();
     const flags = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW;
     try {
       return new SpoolFile(path, openSync(path, flags, 0o600));
@@ -102,6 +102,11 @@ export class Spool {
       }
       throw new SiftError('SPOOL_FAILED', `cannot create ${path}: ${(e as Error).message}`);
     }
+  }
+
+  /** A fresh name in the private directory, for a file someone else creates (filter output). */
+  path(): string {
+    return join(this.dir, `msg-${++this.counter}`);
   }
 
   /** Removes the directory and anything left in it (at exit). */
