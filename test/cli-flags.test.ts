@@ -133,19 +133,28 @@ test('smtpsift check -f FILE prints the effective configuration, exit 0', async 
         'XClient: on',
         'TransparentProxy: off',
         'TempDirectory: /tmp/',
-        'User: ',
-        'PidFile: ',
-        'Skip: ',
-        'FilterCommand: ',
+        '#User:',
+        '#PidFile:',
+        '#Skip:',
+        '#FilterCommand:',
         'FilterType: pipe',
         'FilterReject: 530 Email Rejected',
         'FilterTimeout: 30',
-        'Header: ',
+        '#Header:',
         'ServerName: mx.example',
         'Pipelining: on',
         '',
       ].join('\n'),
     );
+    // The output is itself a configuration that reads back the same.
+    const again = configFile(r.stdout);
+    try {
+      const r2 = await runSift(['check', '-f', again.file]);
+      assert.equal(r2.status, 0, r2.stderr);
+      assert.equal(r2.stdout, r.stdout);
+    } finally {
+      again.remove();
+    }
   } finally {
     conf.remove();
   }

@@ -86,7 +86,12 @@ function show(value: unknown): string {
   return String(value);
 }
 
-/** The effective configuration in the file's own syntax, every option listed. */
+/**
+ * The effective configuration in the file's own syntax, every option listed; an option
+ * that is unset is a comment, so the output is itself a valid configuration.
+ */
 export function formatConfig(config: Config): string {
-  return OPTION_KEYS.map((key) => `${SCHEMA[key].name}: ${show(config[key])}`).join('\n') + '\n';
+  const line = (key: OptionKey): string =>
+    config[key] === undefined ? `#${SCHEMA[key].name}:` : `${SCHEMA[key].name}: ${show(config[key])}`;
+  return OPTION_KEYS.map(line).join('\n') + '\n';
 }
