@@ -6,9 +6,14 @@ import { ConfigError } from '../config/errors.js';
 import { formatConfig, loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
 import { resolveSystem, StartupError } from '../server/system.js';
+import { tryFilter } from './try.js';
 
 const USAGE = `usage: smtpsift check [-f configfile]
+       smtpsift try [-f configfile] [--sender A] [--rcpt B]... [--client IP] [--helo NAME]
+                    [--remote IP] [--server IP] [-d] < message.eml
   check    validate a configuration; print the effective one (exit 0) or the errors (exit 2)
+  try      run the configured filter on a message as the daemon would; exit 0 accept,
+           1 reject, 3 drop, 4 tempfail (2: usage or configuration error)
 `;
 
 function check(args: string[]): number {
@@ -31,9 +36,9 @@ function check(args: string[]): number {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => number> = { check };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check, try: tryFilter };
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   const command = name === undefined ? undefined : COMMANDS[name];
   if (command === undefined) {
@@ -41,11 +46,15 @@ function main(argv: string[]): number {
     return 2;
   }
   try {
-    return command(args);
+    return await command(args);
   } catch (e) {
+    if (e instanceof ConfigError) {
+      for (const p of e.problems) process.stderr.write(`smtpsift: ${p}\n`);
+      return 2;
+    }
     process.stderr.write(`smtpsift: ${(e as Error).message}\n${USAGE}`);
     return 2;
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+process.exitCode = await main(process.argv.slice(2));

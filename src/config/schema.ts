@@ -108,7 +108,6 @@ export const SCHEMA = {
       'Send NOOP to the upstream every so many seconds while a message is received and ' +
       'filtered, so that the upstream does not time out. 0 disables them.',
     parse: integer(0, MAX_SECONDS, `must be a number of seconds from 0 to ${MAX_SECONDS}`),
-    notBuilt: (v) => (v > 0 ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   xClient: row<boolean>({
     name: 'XClient',
@@ -170,20 +169,24 @@ export const SCHEMA = {
     name: 'Skip',
     defaultText: '',
     arg: 'authenticated',
-    doc: 'authenticated: pass the mail of a client that has authenticated (AUTH) without filtering.',
+    doc:
+      'authenticated: the mail of a client that has authenticated (a 235 reply to AUTH) ' +
+      'passes without the filter and without the Header; FilterType reject does not apply to it.',
     parse(text) {
       if (text.toLowerCase() === 'authenticated') return 'authenticated';
       throw new ValueError(`'${text}' is not allowed; the only value is 'authenticated'`);
     },
-    notBuilt: (v) => (v ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   filterCommand: row<string | undefined>({
     name: 'FilterCommand',
     defaultText: '',
     arg: 'command',
-    doc: 'The filter, run with /bin/sh -c for every message. Unset: messages pass unchanged.',
+    doc:
+      'The filter, run as /bin/sh -c command for every message, with the daemon\'s ' +
+      'credentials and environment plus SENDER, RECIPIENTS, CLIENT, SERVER, REMOTE, ' +
+      'REMOTE_HELO, TMPDIR and (file mode) EMAIL. Its exit status and last line on standard ' +
+      'error decide the reply: see FILTER SCRIPTS in smtpsiftd(8). Unset: messages pass unchanged.',
     parse: (t) => t,
-    notBuilt: (v) => (v !== undefined ? 'this option is not supported yet' : undefined),
   }),
   filterType: row<FilterType>({
     name: 'FilterType',
@@ -198,7 +201,6 @@ export const SCHEMA = {
       if (t === 'pipe' || t === 'file' || t === 'reject') return t;
       throw new ValueError(`'${text}' is not allowed; use pipe, file or reject`);
     },
-    notBuilt: (v) => (v === 'reject' ? 'reject is not supported yet' : undefined),
   }),
   filterReject: row<string>({
     name: 'FilterReject',
@@ -213,7 +215,9 @@ export const SCHEMA = {
     name: 'FilterTimeout',
     defaultText: '30',
     arg: 'seconds',
-    doc: 'How long a filter may go without input or output before it is killed (451).',
+    doc:
+      'How long a filter may run in all. At the deadline its whole process group is killed ' +
+      'and the client gets "451 Local Error" at once.',
     parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
   }),
   header: row<string | undefined>({
@@ -224,7 +228,6 @@ export const SCHEMA = {
       'A header added to every message, with %i (client IP), %l (local IP), %d (date) and ' +
       '\\r \\n \\t escapes. A Received: header goes first, any other at the end of the header.',
     parse: (t) => (t === '' ? undefined : t),
-    notBuilt: (v) => (v !== undefined ? 'this option is not supported yet (it comes with filtering)' : undefined),
   }),
   serverName: row<string>({
     name: 'ServerName',

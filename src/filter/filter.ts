@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { filterEnv, type FilterFacts } from './env.js';
 import { runFilter } from './run.js';
-import { verdictOf, type Verdict } from './verdict.js';
+import { LOCAL_ERROR, verdictOf, type Verdict } from './verdict.js';
 
 export interface FilterRequest {
   readonly config: Config;
@@ -40,8 +40,9 @@ export async function filterMessage(req: FilterRequest): Promise<FilterOutcome> 
   log.debug(`executed filter command: ${command} (pid: ${run.pid ?? 'none'})`);
   const end = await run.ended;
   const ms = Date.now() - started;
-  log.debug(end.kind === 'exit' ? `filter exit code: ${end.code}` : `filter failed: ${end.why}`);
+  if (end.kind === 'exit') log.debug(`filter exit code: ${end.code}`);
   const verdict = verdictOf(end);
-  if (verdict.action === 'tempfail' && end.kind === 'crash') log.warn(`filter: ${end.why}`);
+  // A filter that could not decide is the operator's problem: say so at warning level.
+  if (verdict.action === 'tempfail' && verdict.reply === LOCAL_ERROR) log.warn(`filter: ${verdict.why}`);
   return { verdict, send: file ? req.message : req.output, ms };
 }

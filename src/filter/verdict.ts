@@ -25,16 +25,20 @@ function codeOf(line: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** dash and bash report a child killed by signal n as exit status 128+n. */
-const isSignalStatus = (code: number): boolean => code > 128 && code <= 128 + 64;
+/**
+ * Exit statuses that say the filter never ran to a decision: dash and bash report a child
+ * killed by signal n as 128+n, and 126/127 mean the command could not be executed or found
+ * (a broken installation must defer mail, not bounce it as proxsmtpd did).
+ */
+const isCrashStatus = (code: number): boolean => code === 126 || code === 127 || (code > 128 && code <= 128 + 64);
 
 export function verdictOf(end: FilterEnd): Verdict {
   if (end.kind === 'crash') return { action: 'tempfail', reply: LOCAL_ERROR, why: end.why };
   if (end.code === 0) return { action: 'accept' };
   const line = end.lastLine;
-  if ((line === undefined || codeOf(line) === undefined) && isSignalStatus(end.code)) {
-    // The program under sh -c was killed (dash says "Killed"): a crash, not a content verdict.
-    return { action: 'tempfail', reply: LOCAL_ERROR, why: `filter killed (exit ${end.code})` };
+  if ((line === undefined || codeOf(line) === undefined) && isCrashStatus(end.code)) {
+    // E.g. the program under sh -c was killed (dash says "Killed"): a crash, not a verdict.
+    return { action: 'tempfail', reply: LOCAL_ERROR, why: `filter failed (exit ${end.code}${line ? `: ${line}` : ''})` };
   }
   const r = rejection(line ?? 'Content Rejected');
   // The filter's own reply, verbatim; a 250 (any 2xx) is a silent drop.
