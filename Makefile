@@ -14,7 +14,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-build: node_modules/.installed
+# The native addon is built by npm ci; again when its source changes.
+build/Release/smtpsift.node: native/smtpsift.c binding.gyp node_modules/.installed
+	npm run install
+
+build: node_modules/.installed build/Release/smtpsift.node
 	npx tsc -p .
 
 run: build
@@ -29,7 +33,7 @@ bench: build
 install: build
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
 		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)
-	cp -R dist/src package.json package-lock.json $(DESTDIR)$(LIBDIR)/
+	cp -R dist/src native binding.gyp package.json package-lock.json $(DESTDIR)$(LIBDIR)/
 	mkdir -p $(DESTDIR)$(LIBDIR)/dist && rm -rf $(DESTDIR)$(LIBDIR)/dist/src && mv $(DESTDIR)$(LIBDIR)/src $(DESTDIR)$(LIBDIR)/dist/src
 	cd $(DESTDIR)$(LIBDIR) && npm ci --omit=dev --no-audit --no-fund
 	ln -sf $(LIBDIR)/dist/src/cli/smtpsiftd.js $(DESTDIR)$(PREFIX)/sbin/smtpsiftd

@@ -5,6 +5,7 @@
 
 import { spawn } from 'node:child_process';
 import { closeSync, constants, openSync } from 'node:fs';
+import { native } from '../native.js';
 import { LastLine } from './last-line.js';
 import type { FilterEnd } from './verdict.js';
 
@@ -49,8 +50,12 @@ export function runFilter(job: FilterJob): FilterRun {
     if (stdinFd !== undefined) closeSync(stdinFd);
     return { pid: undefined, ended: Promise.resolve({ kind: 'crash', why: `cannot open the filter's files: ${(e as Error).message}` }) };
   }
+  // Descriptors the daemon inherited or that native code opened without close-on-exec
+  // would reach the filter (libuv only closes its own): mark them all, every time, since
+  // it is one system call. The filter gets 0, 1 and 2 and nothing else, as with proxsmtpd.
+  native.cloexecFrom(3);
   // detached: the filter leads a new process group, so one kill reaches all it started.
-  // libuv closes every other descriptor and resets signal dispositions in the child.
+  // libuv resets signal dispositions to their defaults in the child.
   const child = spawn('/bin/sh', ['-c', job.command], {
     detached: true,
     stdio: [stdinFd ?? 'ignore', stdoutFd ?? 'ignore', 'pipe'],
@@ -63,21 +68,25 @@ export function runFilter(job: FilterJob): FilterRun {
     const lastLine = new LastLine();
     let settled = false;
     let linger: NodeJS.Timeout | undefined;
-    const finish = (end: FilterEnd): void => {
+    const finish = (end: FilterEnd, keepStderr = false): void => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
       clearTimeout(linger);
-      child.stderr?.destroy();
+      if (!keepStderr) child.stderr?.destroy();
       resolve(end);
     };
     const deadline = setTimeout(() => {
       const pid = child.pid;
-      if (pid !== undefined) {
-        killGroup(pid, 'SIGTERM');
-        setTimeout(() => killGroup(pid, 'SIGKILL'), KILL_GRACE_MS).unref();
-      }
-      finish({ kind: 'crash', why: `timeout: no verdict after ${job.timeoutMs / 1000} s; killed` });
+      if (pid === undefined) return finish({ kind: 'crash', why: 'timeout: the filter never started' });
+      killGroup(pid, 'SIGTERM');
+      // stderr stays open through the grace: a filter that cleans up on SIGTERM (or whose
+      // shell reports "Terminated") must not die of SIGPIPE before its trap has run.
+      setTimeout(() => {
+        killGroup(pid, 'SIGKILL');
+        child.stderr?.destroy();
+      }, KILL_GRACE_MS).unref();
+      finish({ kind: 'crash', why: `timeout: no verdict after ${job.timeoutMs / 1000} s; killed` }, true);
     }, job.timeoutMs);
     child.stderr?.on('data', (chunk: Buffer) => lastLine.write(chunk));
     child.on('error', (e) => finish({ kind: 'crash', why: `cannot run /bin/sh: ${e.message}` }));
