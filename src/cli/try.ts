@@ -11,6 +11,7 @@ import { DEFAULT_CONFIG } from '../config/schema.js';
 import { filterMessage } from '../filter/filter.js';
 import { expandHeader } from '../filter/header.js';
 import { outgoing } from '../filter/outgoing.js';
+import { rejection } from '../filter/verdict.js';
 import { Logger, stderrSink } from '../log/logger.js';
 
 /** Exit status per verdict; 2 stays for usage and configuration errors. */
@@ -33,6 +34,13 @@ export async function tryFilter(args: string[]): Promise<number> {
   });
   const config = loadConfig(values.file ?? DEFAULT_CONFIG);
   const log = new Logger(stderrSink('smtpsift'), values.debug ? 4 : 1);
+  if (config.filterType === 'reject') {
+    // The daemon runs no filter then: MAIL, RCPT and DATA get FilterReject (proxsmtpd §13.6).
+    const r = rejection(config.filterReject);
+    const action = r.code < 300 ? 'drop' : r.code < 500 ? 'tempfail' : 'reject';
+    process.stdout.write(`verdict: ${action}\nreply: ${r.wire.trimEnd()}\n`);
+    return TRY_STATUS[action];
+  }
   const dir = mkdtempSync(join(writable(config.tempDirectory) ? config.tempDirectory : tmpdir(), 'smtpsift-try-'));
   const message = join(dir, 'message');
   await pipeline(process.stdin, createWriteStream(message, { mode: 0o600 }));
@@ -43,8 +51,8 @@ export async function tryFilter(args: string[]): Promise<number> {
     message,
     output: join(dir, 'filtered'),
     facts: {
-      sender: values.sender ?? '<>',
-      recipients: values.rcpt ?? ['postmaster@localhost'],
+      sender: bare(values.sender ?? '<>'),
+      recipients: (values.rcpt ?? ['postmaster@localhost']).map(bare),
       client,
       server: values.server ?? '127.0.0.1',
       remote: values.remote,
@@ -66,9 +74,13 @@ export async function tryFilter(args: string[]): Promise<number> {
       : expandHeader(config.header, { clientIp: client, localIp: '127.0.0.1', date: new Date() }, (m) => log.warn(m));
   await pipeline(outgoing(outcome.send, header), createWriteStream(result, { mode: 0o600 }));
   rmSync(message, { force: true });
+  rmSync(outcome.send, { force: true });
   process.stdout.write(`reply: the upstream's own reply to the message\nmessage: ${result}\n`);
   return TRY_STATUS.accept;
 }
+
+/** As the daemon records a MAIL or RCPT path: `<a@b>` is `a@b`, the null sender stays `<>`. */
+const bare = (a: string): string => (a === '<>' || a === '' ? '<>' : a.replace(/^<(.*)>$/, '$1'));
 
 function writable(dir: string): boolean {
   try {
