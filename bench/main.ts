@@ -62,6 +62,19 @@ function parseArgs(argv: string[]): Options {
 
 const say = (m: string): void => void process.stderr.write(`${m}\n`);
 
+/**
+ * Where a scenario's figures for a target come from: its own, or for `direct` in a filter
+ * scenario, the `directFrom` scenario's when that one is in the run (the same load: direct
+ * has no filter), so it is not measured twice.
+ */
+function source(s: Scenario, label: string, run: readonly Scenario[]): string {
+  if (s.kind === 'throughput' && label === 'direct' && s.directFrom !== undefined && run.some((x) => x.id === s.directFrom)) return s.directFrom;
+  return s.id;
+}
+
+/** The targets a scenario measures itself (not the borrowed ones). */
+const measured = (s: Scenario, run: readonly Scenario[]): string[] => s.targets.filter((l) => source(s, l, run) === s.id);
+
 /** samples[scenario][target][metric] = one value per repetition. */
 type Samples = Map<string, Map<string, Map<string, number[]>>>;
 
@@ -249,14 +262,19 @@ function report(r: Results, scenarios: readonly Scenario[], header: string[], pa
     const cols = ['target', ...metrics.map((m) => `${m.name} (${m.unit})`), `÷ proxsmtpd`, `÷ direct`];
     if (s.kind === 'throughput') cols.push('msgs per run');
     out.push(`| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`);
+    // The ratio columns divide by this scenario's proxsmtpd and direct targets (whatever
+    // their labels, e.g. proxsmtpd-cat in a filter scenario).
+    const ofKind = (kind: string): string | undefined => s.targets.find((l) => TARGETS.find((t) => t.label === l)?.kind === kind);
     for (const label of s.targets) {
-      const me = r.median(s.id, label, primary);
-      const ratio = (other: string): string => {
-        const o = r.median(s.id, other, primary);
+      const from = source(s, label, scenarios);
+      const me = r.median(from, label, primary);
+      const ratio = (other: string | undefined): string => {
+        const o = other === undefined ? undefined : r.median(source(s, other, scenarios), other, primary);
         return other === label || me === undefined || o === undefined || o === 0 ? '' : `${fmt(me / o)}x`;
       };
-      const cells = [label, ...metrics.map((m) => fmtSummary(summarize(r.values(s.id, label, m.name)))), ratio('proxsmtpd'), ratio('direct')];
-      if (s.kind === 'throughput') cells.push(String(r.counts.get(`${s.id}/${label}`) ?? ''));
+      const name = from === s.id ? label : `${label} (no filter: the \`${from}\` figures)`;
+      const cells = [name, ...metrics.map((m) => fmtSummary(summarize(r.values(from, label, m.name)))), ratio(ofKind('proxsmtpd')), ratio(ofKind('direct'))];
+      if (s.kind === 'throughput') cells.push(String(r.counts.get(`${from}/${label}`) ?? ''));
       out.push(`| ${cells.join(' | ')} |`);
     }
     out.push('');
@@ -298,14 +316,15 @@ async function main(): Promise<number> {
   const sink = await Sink.start(dir);
   const runner = new Runner(budget, sink, { dir, nodeFlags: opts.nodeFlags });
   try {
-    for (const s of scenarios) if (s.kind === 'throughput') for (const label of s.targets) await runner.calibrate(s, label);
+    for (const s of scenarios) if (s.kind === 'throughput') for (const label of measured(s, scenarios)) await runner.calibrate(s, label);
     for (let rep = 1; rep <= budget.reps; rep++) {
       say(`repetition ${rep}/${budget.reps}`);
       for (const s of scenarios) {
         if (s.kind === 'big-message' && rep > budget.bigReps) continue;
         // Rotate the order of the targets from one repetition to the next.
-        const k = (rep - 1) % s.targets.length;
-        for (const label of [...s.targets.slice(k), ...s.targets.slice(0, k)]) await runner.measure(s, label, rep);
+        const targets = measured(s, scenarios);
+        const k = (rep - 1) % targets.length;
+        for (const label of [...targets.slice(k), ...targets.slice(0, k)]) await runner.measure(s, label, rep);
       }
     }
   } finally {
@@ -324,6 +343,9 @@ async function main(): Promise<number> {
       `${budget.reps} interleaved repetitions (target order rotated), ${budget.runSeconds} s per smtp-source run (message count set by a calibration run per target, which is also the warm-up), ` +
       `'.'->250 over ${budget.probeMessages} messages on one connection per repetition, the 50 MB scenarios ${budget.bigReps}x; peak RSS polled every 5 ms over the daemon and its children, and the kernel's VmHWM. ` +
       'Figures: median (min-max) over repetitions; ratios are of medians.',
+    `- extra configuration lines (the same for smtpsiftd and proxsmtpd): ${TARGETS.filter((t) => t.config !== undefined)
+      .map((t) => `${t.label}: \`${Object.entries(t.config ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')}\``)
+      .join('; ')}`,
   ];
   const { text, failed } = report(runner.results, scenarios, header, opts.only !== undefined);
   process.stdout.write(`\n${text}`);
