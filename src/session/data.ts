@@ -34,8 +34,9 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     s.send(reply(554, '5.5.1 No valid recipients'));
     return 'continue';
   }
+  const file = await openSpool(s);
+  if (file === undefined) return 'continue';
   const skip = skipsFilter(s);
-  let file: SpoolFile | undefined;
   const output = s.services.spool.path();
   let size = 0;
   let final: Reply;
@@ -43,17 +44,6 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
   let outcome: Outcome = 'continue';
   let upstreamIdle: KeepAlive | undefined;
   try {
-    try {
-      file = s.services.spool.open();
-    } catch (e) {
-      // Refused before 354: the client has sent no data yet.
-      if (!(e instanceof SiftError)) throw e;
-      s.log.error(e.message);
-      s.send(e.reply);
-      await s.forward('RSET\r\n');
-      s.txn.reset();
-      return 'continue';
-    }
     s.send(reply(354, 'Start mail input; end with <CRLF>.<CRLF>'));
     upstreamIdle = keepAlive(s.upstream, s.config.keepAlives, s.log);
     const received = await receive(s, file);
@@ -81,14 +71,27 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     final = e.reply;
     if (!s.upstream.isClosed) await s.forward('RSET\r\n');
   } finally {
-    await upstreamIdle?.stop();
-    file?.remove();
+    file.remove();
     rmSync(output, { force: true });
   }
   s.send(final);
   logMessage(s, size, final, action);
   s.txn.reset();
   return outcome;
+}
+
+/** The message's spool file; if it cannot be made, a 451 before any data is sent. */
+async function openSpool(s: Session): Promise<SpoolFile | undefined> {
+  try {
+    return s.services.spool.open();
+  } catch (e) {
+    if (!(e instanceof SiftError)) throw e;
+    s.log.error(e.message);
+    s.send(e.reply);
+    await s.forward('RSET\r\n');
+    s.txn.reset();
+    return undefined;
+  }
 }
 
 /** What the filter is told of this message (its environment). */
