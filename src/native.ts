@@ -3,11 +3,46 @@
 
 import { createRequire } from 'node:module';
 
+export interface SocketAddress {
+  readonly address: string;
+  readonly port: number;
+  readonly family: 'IPv4' | 'IPv6';
+}
+
+/** Thrown by the addon: `code` is the errno name (`EPERM`), the message says which call failed. */
+export type NativeError = Error & { readonly code?: string };
+
 interface Addon {
   /** Marks every descriptor >= fd close-on-exec. */
   cloexecFrom(fd: number): void;
+  /** SO_ORIGINAL_DST (IPv4, v4-mapped) or IP6T_SO_ORIGINAL_DST (IPv6) of an accepted socket. */
+  originalDst(fd: number): SocketAddress;
+  /** A listening socket with IP_TRANSPARENT (for TPROXY rules); close-on-exec. */
+  transparentListen(host: string, port: number, backlog: number): number;
+  /**
+   * A socket bound to `source` with IP_TRANSPARENT, connected to host:port without
+   * blocking; `cb` gets the connected fd (close-on-exec) or the error.
+   */
+  transparentConnect(source: string, host: string, port: number, timeoutMs: number, cb: (err: NativeError | null, fd?: number) => void): void;
+  /** prctl(PR_SET_KEEPCAPS): keep the permitted capabilities across setuid. */
+  keepCaps(on: boolean): void;
+  /** Exactly these capabilities, effective and permitted; none inheritable or ambient. */
+  limitCaps(caps: readonly number[]): void;
 }
 
 const require = createRequire(import.meta.url);
 // dist/src/native.js -> build/Release at the package root.
 export const native = require('../../build/Release/smtpsift.node') as Addon;
+
+/** <linux/capability.h> */
+export const CAP_NET_ADMIN = 12;
+
+/** transparentConnect as a promise. */
+export function transparentConnect(source: string, host: string, port: number, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    native.transparentConnect(source, host, port, timeoutMs, (err, fd) => {
+      if (err !== null || fd === undefined) reject(err ?? new Error('connect failed'));
+      else resolve(fd);
+    });
+  });
+}

@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { parseConfig } from '../src/config/load.js';
 import { configFile, runDaemonCli, runSift, type RunResult } from './helpers/process.js';
 
 const OUT = 'OutAddress: 127.0.0.1:2525';
@@ -82,27 +83,24 @@ test('missing OutAddress: FILE (no line), names the option and how to set it', a
   assert.deepEqual(lines, [`smtpsiftd: ${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`]);
 });
 
-test('options whose feature is not built yet are start-up errors that name them', async () => {
-  const cases: Array<[string, string]> = [
-    ['TransparentProxy: client', 'TransparentProxy'],
-    ['TransparentProxy: yes', 'TransparentProxy'],
-    ['TransparentProxy: full', 'TransparentProxy'],
-  ];
-  for (const [line, named] of cases) {
-    await oneError(`${OUT}\n${line}\n`, 2, `${named}`, /is not supported yet/);
+test('TransparentProxy (issue 4): no OutAddress needed; a unix Listen is refused, naming both', async () => {
+  for (const [line, mode] of [['client', 'client'], ['yes', 'client'], ['full', 'full'], ['off', 'off']] as const) {
+    const config = parseConfig(`# no upstream\nTransparentProxy: ${line}\n${mode === 'off' ? OUT : ''}\n`, 'x.conf');
+    assert.equal(config.transparentProxy, mode);
   }
+  await oneError('Listen: /run/sift.sock\nTransparentProxy: client\n', 2, 'TransparentProxy:', /needs a TCP Listen address, not a unix socket/);
 });
 
 test('several errors are reported together, each with its own line, exit 2', async () => {
   const { lines, file } = await daemonErrors(
-    [OUT, 'Bogus: 1', 'TimeOut: soon', 'no colon here', 'Listen: nowhere:25', 'TransparentProxy: full', 'XClient: perhaps', ''].join('\n'),
+    [OUT, 'Bogus: 1', 'TimeOut: soon', 'no colon here', 'Listen: nowhere:25', 'TransparentProxy: half', 'XClient: perhaps', ''].join('\n'),
   );
   const expect: Array<[number, RegExp]> = [
     [2, /unknown option 'Bogus'/],
     [3, /TimeOut: 'soon' is not a whole number/],
     [4, /invalid line 'no colon here'/],
     [5, /Listen: 'nowhere:25' is not a listen address/],
-    [6, /TransparentProxy: .*not supported yet/],
+    [6, /TransparentProxy: 'half' is not allowed/],
     [7, /XClient: 'perhaps' is not a boolean/],
   ];
   assert.equal(lines.length, expect.length, lines.join('\n'));

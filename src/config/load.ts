@@ -57,9 +57,16 @@ export function parseConfig(text: string, file: string): Config {
     const why = r.notBuilt?.(values[key]);
     if (why !== undefined) problems.push(`${file}:${lineNo}: ${r.name}: ${why}`);
   }
-  // Reported with the other problems, so that one run shows everything to fix.
-  if (values.outAddress === undefined && !given.has('outAddress')) {
+  // Reported with the other problems, so that one run shows everything to fix. A
+  // transparent proxy takes each connection's original destination instead.
+  const transparent = values.transparentProxy !== 'off';
+  if (values.outAddress === undefined && !given.has('outAddress') && !transparent) {
     problems.push(`${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`);
+  }
+  const listen = values.listen as ListenAddress | undefined;
+  if (transparent && listen?.kind === 'unix') {
+    const line = setAt.get('transparentProxy');
+    problems.push(`${file}${line === undefined ? '' : `:${line}`}: TransparentProxy: needs a TCP Listen address, not a unix socket`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...values, file, lines: setAt }) as Config;

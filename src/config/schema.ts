@@ -78,7 +78,8 @@ export const SCHEMA = {
       'The upstream SMTP server: ip:port, ip (port 25), [ipv6]:port, host[:port] (the name is ' +
       'resolved again for every connection), or the absolute path of a unix socket. A port ' +
       'alone selects loopback mode: each connection is relayed back to the IP address it came ' +
-      'from, at that port. Required.',
+      'from, at that port. Required, unless TransparentProxy is on: then it is not used, and ' +
+      'a value set is ignored with a warning at start-up.',
     parse: parseOutAddress,
   }),
   maxConnections: row<number>({
@@ -124,8 +125,15 @@ export const SCHEMA = {
     defaultText: 'off',
     arg: 'off|client|full',
     doc:
-      'Relay each connection to its original destination, as redirected by the firewall. ' +
-      'A boolean true means client.',
+      'Relay each connection to its original destination, as redirected by the firewall; ' +
+      'OutAddress is then not needed. client: netfilter REDIRECT rules send the connections ' +
+      'to Listen, the original destination is read from conntrack (SO_ORIGINAL_DST, IPv4 and ' +
+      'IPv6) and the upstream sees the proxy\'s address. full: TPROXY rules deliver the ' +
+      'connections to Listen unchanged (the listening socket gets IP_TRANSPARENT), and the ' +
+      'upstream connection is made from the client\'s own address, so the upstream sees the ' +
+      'client; this needs CAP_NET_ADMIN, kept across the switch to User. A connection whose ' +
+      'original destination is the client itself or this proxy\'s listener is refused with ' +
+      'a 421. A boolean true means client. See TRANSPARENT PROXY in smtpsiftd(8).',
     parse(text) {
       const t = text.toLowerCase();
       if (t === 'client' || t === 'full') return t;
@@ -135,7 +143,6 @@ export const SCHEMA = {
         throw new ValueError(`'${text}' is not allowed; use off, client or full`);
       }
     },
-    notBuilt: (v) => (v !== 'off' ? 'this option is not supported yet' : undefined),
   }),
   tempDirectory: row<string>({
     name: 'TempDirectory',

@@ -5,7 +5,8 @@ import { formatAddress } from '../config/addresses.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Spool } from '../spool/spool.js';
-import { fixedDestination } from '../upstream/destination.js';
+import { CAP_NET_ADMIN } from '../native.js';
+import { fixedDestination, transparentDestination } from '../upstream/destination.js';
 import { Listener } from './listener.js';
 import { dropTo, type Account } from './privileges.js';
 
@@ -28,7 +29,8 @@ export interface Daemon {
 export async function startDaemon(config: Config, opts: DaemonOptions): Promise<Daemon> {
   const { log } = opts;
   const spoolRef: { spool?: Spool } = {};
-  const listener = new Listener(
+  const transparent = config.transparentProxy;
+  const listener: Listener = new Listener(
     {
       config,
       log,
@@ -36,19 +38,36 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         if (spoolRef.spool === undefined) throw new Error('spool not ready');
         return spoolRef.spool;
       },
-      destination: fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 }),
+      destination:
+        transparent === 'off'
+          ? fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 })
+          : transparentDestination(transparent, () => {
+              const a = listener.address();
+              return a !== null && typeof a === 'object' ? a : undefined;
+            }),
     },
     log,
   );
-  await listener.listen(config.listen);
+  // proxsmtpd.conf(5): OutAddress "will be ignored when TransparentProxy is enabled".
+  if (transparent !== 'off' && config.outAddress !== undefined) {
+    log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
+  }
+  await listener.listen(config.listen, transparent === 'full');
   if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
   if (opts.account) {
-    dropTo(opts.account);
-    log.debug(`switched to user ${opts.account.name} (uid ${opts.account.uid}, gid ${opts.account.gid})`);
+    // Full mode binds every upstream socket to the client's address with IP_TRANSPARENT.
+    const keep = transparent === 'full' ? [CAP_NET_ADMIN] : [];
+    dropTo(opts.account, keep);
+    log.debug(
+      `switched to user ${opts.account.name} (uid ${opts.account.uid}, gid ${opts.account.gid})` +
+        (keep.length > 0 ? '; kept CAP_NET_ADMIN for IP_TRANSPARENT' : ''),
+    );
   }
   // After the drop, so the spool belongs to the user the filters run as.
   spoolRef.spool = Spool.create(config.tempDirectory, log);
-  log.notice(`listening on ${boundAddress(listener, config)}; upstream ${config.outAddress ? formatAddress(config.outAddress) : '?'}`);
+  const upstream =
+    transparent !== 'off' ? `the original destination (TransparentProxy ${transparent})` : config.outAddress ? formatAddress(config.outAddress) : '?';
+  log.notice(`listening on ${boundAddress(listener, config)}; upstream ${upstream}`);
 
   let stopping: Promise<void> | undefined;
   return {

@@ -5,6 +5,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { once } from 'node:events';
 import { formatAddress, type ListenAddress } from '../config/addresses.js';
 import type { Logger } from '../log/logger.js';
+import { native } from '../native.js';
 import { Session, type SessionServices } from '../session/session.js';
 
 /** proxsmtpd used 5, which left half of a connection burst without a greeting. */
@@ -30,12 +31,25 @@ export class Listener {
     return this.sessions.size;
   }
 
-  async listen(address: ListenAddress): Promise<void> {
+  /**
+   * `transparent`: the socket gets IP_TRANSPARENT before bind, so that TPROXY rules may
+   * hand it connections addressed to anyone (TransparentProxy full). Node cannot set it,
+   * so the addon makes the socket and Node serves the descriptor.
+   */
+  async listen(address: ListenAddress, transparent = false): Promise<void> {
     if (address.kind === 'unix') removeStaleSocket(address.path);
     // once() rejects with the 'error' event's error, so this also catches a failed bind.
     const ready = once(this.server, 'listening');
     if (address.kind === 'unix') this.server.listen({ path: address.path, backlog: BACKLOG });
-    else this.server.listen({ host: address.host, port: address.port, backlog: BACKLOG });
+    else if (transparent) {
+      let fd: number;
+      try {
+        fd = native.transparentListen(address.host, address.port, BACKLOG);
+      } catch (e) {
+        throw new Error(`cannot listen on ${formatAddress(address)} with IP_TRANSPARENT: ${(e as Error).message}`);
+      }
+      this.server.listen({ fd, backlog: BACKLOG });
+    } else this.server.listen({ host: address.host, port: address.port, backlog: BACKLOG });
     try {
       await ready;
     } catch (e) {

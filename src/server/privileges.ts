@@ -1,6 +1,7 @@
 // Dropping root after bind (issue #2: bind first, so port 25 works; proxsmtpd dropped first).
 
 import { execFileSync } from 'node:child_process';
+import { native } from '../native.js';
 
 export interface Account {
   readonly name: string;
@@ -24,9 +25,27 @@ export function lookupUser(user: string): Account | undefined {
   }
 }
 
-/** Groups, then gid, then uid: the order in which each step is still permitted. */
-export function dropTo(account: Account): void {
+/**
+ * Groups, then gid, then uid: the order in which each step is still permitted.
+ *
+ * `keep`: capabilities the daemon still needs as the user (TransparentProxy full needs
+ * CAP_NET_ADMIN for IP_TRANSPARENT on every upstream socket), kept as proxsmtpd keeps them:
+ * PR_SET_KEEPCAPS so that setuid leaves the permitted set alone, then capset to exactly
+ * these, effective and permitted. None is inheritable or ambient, so a filter exec'd as the
+ * user has no capability at all. This is the main thread's set, the one that makes sockets.
+ */
+export function dropTo(account: Account, keep: readonly number[] = []): void {
   process.setgroups?.(account.groups.length > 0 ? account.groups : [account.gid]);
   process.setgid?.(account.gid);
-  process.setuid?.(account.uid);
+  if (keep.length === 0) {
+    process.setuid?.(account.uid);
+    return;
+  }
+  native.keepCaps(true);
+  try {
+    process.setuid?.(account.uid);
+    native.limitCaps(keep);
+  } finally {
+    native.keepCaps(false);
+  }
 }

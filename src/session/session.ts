@@ -22,8 +22,8 @@ export interface SessionServices {
   readonly config: Config;
   readonly spool: Spool;
   readonly log: Logger;
-  /** Where this client's mail goes (the destination strategy). */
-  destination(clientIp: string | undefined): Endpoint;
+  /** Where this client's mail goes (the destination strategy); a SiftError refuses the client. */
+  destination(socket: Socket, clientIp: string | undefined, log: Logger): Endpoint;
 }
 
 /** The client went away; there is nobody left to answer. */
@@ -124,7 +124,7 @@ export class Session {
 
   /** Dials the upstream and relays its greeting (spec §6, with a 421 where proxsmtpd went silent). */
   private async greet(): Promise<void> {
-    const endpoint = this.services.destination(this.clientIp);
+    const endpoint = this.services.destination(this.socket, this.clientIp, this.log);
     this.up = await Upstream.connect(endpoint, this.timeoutMs);
     const greeting = await this.upstream.reply();
     const single = greeting.code === 220 && greeting.lines.length === 1;

@@ -1,9 +1,10 @@
 // The lockstep client to the upstream MTA: `await upstream.send(line)` gives its reply.
 // Every failure is a SiftError carrying the 4xx the client gets for it.
 
-import { connect, type Socket } from 'node:net';
+import { connect, Socket } from 'node:net';
 import { once } from 'node:events';
 import { SiftError } from '../errors.js';
+import { transparentConnect } from '../native.js';
 import { SocketReader } from '../net/reader.js';
 import { ProtocolError, ReplyAssembler, type Reply } from '../smtp/reply.js';
 
@@ -11,7 +12,17 @@ import { ProtocolError, ReplyAssembler, type Reply } from '../smtp/reply.js';
 const MAX_REPLY_LINE = 4224;
 const MAX_REPLY_LINES = 1000;
 
-export type Endpoint = { readonly host: string; readonly port: number } | { readonly path: string };
+export type Endpoint =
+  | {
+      readonly host: string;
+      readonly port: number;
+      /**
+       * TransparentProxy full: the client's address, bound with IP_TRANSPARENT so that the
+       * upstream sees the client, not us. `host` is then an IP address.
+       */
+      readonly source?: string;
+    }
+  | { readonly path: string };
 
 export function describe(e: Endpoint): string {
   return 'path' in e ? e.path : e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
@@ -32,6 +43,7 @@ export class Upstream {
   }
 
   static async connect(endpoint: Endpoint, timeoutMs: number): Promise<Upstream> {
+    if ('host' in endpoint && endpoint.source !== undefined) return Upstream.connectFrom(endpoint.source, endpoint, timeoutMs);
     const socket = connect({ ...endpoint, noDelay: true });
     socket.on('error', () => undefined); // reported through the reader and `once` below
     const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), timeoutMs);
@@ -43,6 +55,24 @@ export class Upstream {
     } finally {
       clearTimeout(timer);
     }
+    return new Upstream(socket, timeoutMs);
+  }
+
+  /**
+   * A connection from someone else's address (TransparentProxy full). Node cannot set
+   * IP_TRANSPARENT, so the addon makes the socket and connects it; Node adopts the fd only
+   * once the connect is done, so the socket is a plain connected one from then on.
+   */
+  private static async connectFrom(source: string, to: { host: string; port: number }, timeoutMs: number): Promise<Upstream> {
+    let fd: number;
+    try {
+      fd = await transparentConnect(source, to.host, to.port, timeoutMs);
+    } catch (e) {
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(to)} from ${source}: ${(e as Error).message}`);
+    }
+    const socket = new Socket({ fd, readable: true, writable: true });
+    socket.setNoDelay(true);
+    socket.on('error', () => undefined);
     return new Upstream(socket, timeoutMs);
   }
 

@@ -30,6 +30,9 @@ export interface UpstreamOptions {
   afterData?: (message: Buffer, s: UpstreamSession) => string | 'close' | 'silent';
   /** Listen on this unix socket path instead of 127.0.0.1 (`port` stays 0). */
   path?: string;
+  /** Listen on this address and port instead of 127.0.0.1 and a free port (inside a test's own network namespace). */
+  host?: string;
+  port?: number;
 }
 
 export const DEFAULT_EHLO = [
@@ -56,7 +59,7 @@ export class RecordingUpstream {
   static async start(opts: UpstreamOptions = {}): Promise<RecordingUpstream> {
     const u = new RecordingUpstream(opts);
     if (opts.path !== undefined) u.server.listen(opts.path);
-    else u.server.listen(0, '127.0.0.1');
+    else u.server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1');
     await once(u.server, 'listening');
     const a = u.server.address();
     u.port = typeof a === 'object' && a !== null ? a.port : 0;
