@@ -11,7 +11,9 @@ export type SiftCode =
   | 'UPSTREAM_PROTOCOL'
   | 'CLIENT_TIMEOUT'
   | 'SPOOL_FAILED'
-  | 'SHUTDOWN';
+  | 'SHUTDOWN'
+  /** Routed mode: no host of a recipient's destination list answered; that recipient only. */
+  | 'ROUTE_UNAVAILABLE';
 
 const REPLIES: Record<SiftCode, Reply> = {
   UPSTREAM_UNREACHABLE: reply(421, '4.4.1 Upstream server unavailable, try again later'),
@@ -21,6 +23,7 @@ const REPLIES: Record<SiftCode, Reply> = {
   CLIENT_TIMEOUT: reply(421, '4.4.2 Timeout exceeded, closing connection'),
   SPOOL_FAILED: reply(451, '4.3.0 Local Error: cannot spool the message, try again later'),
   SHUTDOWN: reply(421, '4.3.2 Service shutting down, closing connection'),
+  ROUTE_UNAVAILABLE: reply(451, '4.4.1 No destination host available for this recipient, try again later'),
 };
 
 /** A failure that carries the reply to give the client. */

@@ -6,14 +6,29 @@ import { ConfigError } from '../config/errors.js';
 import { formatConfig, loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
 import { resolveSystem, StartupError } from '../server/system.js';
+import { Router } from '../routing/router.js';
+import { makedb } from './makedb.js';
+import { logalyze } from './logalyze.js';
+import { stats } from './stats.js';
 import { tryFilter } from './try.js';
 
 const USAGE = `usage: smtpsift check [-f configfile]
+       smtpsift makedb [-o database] routefile
        smtpsift try [-f configfile] [--sender A] [--rcpt B]... [--client IP] [--helo NAME]
                     [--remote IP] [--server IP] [-d] < message.eml
+       smtpsift stats [-f configfile | --db PATH] [--domain D] [--since DATE] [--until DATE]
+                      [--by domain|dest|day] [--json] [--chart] [--reset DOMAIN]
+       smtpsift logalyze [--listby from|ip|dest] [--from RE] [--ip RE] [--dest RE]
+                         [-f configfile | --format FMT] [--status S] [--json] [--chart] FILE...
   check    validate a configuration; print the effective one (exit 0) or the errors (exit 2)
+  makedb   compile a flat route file into the lmdb route database (RouteType lmdb), in one
+           transaction, so a running daemon sees the new table at once; -o DB (default FILE.db)
   try      run the configured filter on a message as the daemon would; exit 0 accept,
            1 reject, 3 drop, 4 tempfail (2: usage or configuration error)
+  stats    delivered bytes and messages from the counters database, sorted by bytes; dates
+           YYYY-MM-DD, UTC, inclusive; --reset DOMAIN forgets a domain; safe while daemons run
+  logalyze totals per sender, client IP or destination (default) from log files written with
+           the LogFormat (- for stdin, .gz read directly)
 `;
 
 function check(args: string[]): number {
@@ -22,7 +37,15 @@ function check(args: string[]): number {
   try {
     const config = loadConfig(file);
     // What the daemon would refuse at start-up (User, TempDirectory) is an error here too.
-    resolveSystem(config, (warning) => process.stderr.write(`smtpsift: warning: ${warning}\n`));
+    const warn = (warning: string): void => void process.stderr.write(`smtpsift: warning: ${warning}\n`);
+    resolveSystem(config, warn);
+    if (config.routeType !== undefined) {
+      // The route table is part of what the daemon would refuse: FILE:LINE errors, exit 2.
+      void new Router(config, undefined).close();
+      if (config.allowRelayFrom?.everyone === true) {
+        warn(`${config.file}:${config.lines.get('allowRelayFrom') ?? ''}: AllowRelayFrom: * lets every client relay to any domain: an open relay`);
+      }
+    }
     process.stdout.write(formatConfig(config));
     return 0;
   } catch (e) {
@@ -36,7 +59,7 @@ function check(args: string[]): number {
   }
 }
 
-const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check, try: tryFilter };
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = { check, makedb, try: tryFilter, stats, logalyze };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;

@@ -8,6 +8,7 @@ import { loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
 import { Logger, stderrSink, syslogSink, Level } from '../log/logger.js';
 import { startDaemon, type Daemon } from '../server/daemon.js';
+import { Router } from '../routing/router.js';
 import { resolveSystem, StartupError } from '../server/system.js';
 import { getopt, UsageError } from './getopt.js';
 import { VERSION } from './version.js';
@@ -68,6 +69,9 @@ async function main(args: string[]): Promise<number> {
   const detached = process.env[DETACHED_ENV] === '1';
   const log = new Logger(debug === undefined ? syslogSink(IDENT) : stderrSink(IDENT), level);
   const account = resolveSystem(config, (m) => log.warn(m));
+  // The route table is read now, so a bad one is `FILE:LINE: ...` and exit status 2, like
+  // the configuration; in the detached child too (reported through fd 3).
+  const router = config.routeType !== undefined ? new Router(config, undefined) : undefined;
   let pidFile = opts.get('p') as string | undefined;
   if (config.pidFile !== undefined) {
     if (pidFile !== undefined) log.warn('ignoring pid file specified on the command line');
@@ -86,13 +90,14 @@ async function main(args: string[]): Promise<number> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Likewise SIGHUP (reload): its default action would kill a daemon that is just up.
+  process.on('SIGHUP', () => daemon?.reload());
   try {
-    daemon = await startDaemon(config, { log, pidFile, account });
+    daemon = await startDaemon(config, { log, pidFile, account, router });
   } catch (e) {
     throw new StartupError((e as Error).message, 1);
   }
   if (stopping) stop();
-  process.on('SIGHUP', () => log.notice('SIGHUP received; nothing to reload yet'));
   report?.end('ready\n');
   return -1; // keep running
 }

@@ -7,7 +7,15 @@ import { formatAddress, type ListenAddress, type OutAddress } from './addresses.
 import { ConfigError, ValueError } from './errors.js';
 import { OPTION_KEYS, SCHEMA, type Config, type OptionKey, type OptionRow } from './schema.js';
 
-const BY_NAME = new Map<string, OptionKey>(OPTION_KEYS.map((k) => [SCHEMA[k].name.toLowerCase(), k]));
+const BY_NAME = new Map<string, OptionKey>(
+  OPTION_KEYS.flatMap((k) => {
+    const r = SCHEMA[k] as OptionRow<unknown>;
+    return [r.name, ...(r.aliases ?? [])].map((n): [string, OptionKey] => [n.toLowerCase(), k]);
+  }),
+);
+
+/** Options of routed mode only: set without RouteType, they are a mistake worth saying. */
+const ROUTED_ONLY: readonly OptionKey[] = ['routeDatabase', 'routeDefault', 'allowRelayFrom', 'sendRelayTo', 'banner', 'routeRetry'];
 
 function defaults(): Record<OptionKey, unknown> {
   const out = {} as Record<OptionKey, unknown>;
@@ -60,7 +68,28 @@ export function parseConfig(text: string, file: string): Config {
   // Reported with the other problems, so that one run shows everything to fix. A
   // transparent proxy takes each connection's original destination instead.
   const transparent = values.transparentProxy !== 'off';
-  if (values.outAddress === undefined && !given.has('outAddress') && !transparent) {
+  const routed = values.routeType !== undefined || given.has('routeType');
+  const at = (key: OptionKey): string => {
+    const line = setAt.get(key);
+    return `${file}${line === undefined ? '' : `:${line}`}: ${SCHEMA[key].name}`;
+  };
+  if (routed) {
+    // Routed mode picks the upstream per recipient (issue 5): a fixed or transparent one too
+    // would leave it ambiguous which wins, so the combination is refused, not guessed.
+    if (given.has('outAddress')) problems.push(`${at('outAddress')}: cannot be combined with RouteType (routed mode chooses the upstream per recipient domain)`);
+    if (transparent) problems.push(`${at('transparentProxy')}: cannot be combined with RouteType`);
+    const type = values.routeType;
+    if ((type === 'file' || type === 'lmdb') && !given.has('routeDatabase')) {
+      problems.push(`${at('routeType')}: ${type} needs 'RouteDatabase: path' (the route table)`);
+    }
+    if (type === 'nodb' && !given.has('routeDefault')) problems.push(`${at('routeType')}: nodb needs 'RouteDefault: host:port[,host:port...]'`);
+    if (type !== 'nodb' && given.has('allowRelayFrom') && !given.has('sendRelayTo')) {
+      problems.push(`${at('allowRelayFrom')}: needs 'SendRelayTo: host:port[,...]', where relayed mail goes`);
+    }
+  } else {
+    for (const key of ROUTED_ONLY) if (given.has(key)) problems.push(`${at(key)}: only used in routed mode; set RouteType too`);
+  }
+  if (values.outAddress === undefined && !given.has('outAddress') && !transparent && !routed) {
     problems.push(`${file}: no OutAddress specified; set 'OutAddress: host:port' to the upstream SMTP server`);
   }
   const listen = values.listen as ListenAddress | undefined;
@@ -87,6 +116,8 @@ export function loadConfig(file: string): Config {
 function show(value: unknown): string {
   if (value === undefined) return '';
   if (typeof value === 'boolean') return value ? 'on' : 'off';
+  if (typeof value === 'object' && value !== null && 'hosts' in value && 'key' in value) return String(value.key);
+  if (typeof value === 'object' && value !== null && 'allows' in value && 'text' in value) return String(value.text);
   if (typeof value === 'object' && value !== null && 'kind' in value) {
     return formatAddress(value as ListenAddress | OutAddress);
   }
@@ -95,10 +126,14 @@ function show(value: unknown): string {
 
 /**
  * The effective configuration in the file's own syntax, every option listed; an option
- * that is unset is a comment, so the output is itself a valid configuration.
+ * that is unset is a comment, so the output is itself a valid configuration. The options
+ * of routed mode are listed only in routed mode (RouteType set): elsewhere they would be
+ * an error, and the output must load again.
  */
 export function formatConfig(config: Config): string {
   const line = (key: OptionKey): string =>
     config[key] === undefined ? `#${SCHEMA[key].name}:` : `${SCHEMA[key].name}: ${show(config[key])}`;
-  return OPTION_KEYS.map(line).join('\n') + '\n';
+  const routed = config.routeType !== undefined;
+  const keys = OPTION_KEYS.filter((k) => routed || (k !== 'routeType' && !ROUTED_ONLY.includes(k)));
+  return keys.map(line).join('\n') + '\n';
 }

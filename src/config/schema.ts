@@ -8,6 +8,8 @@
 
 import { parseListen, parseOutAddress, type ListenAddress, type OutAddress } from './addresses.js';
 import { ValueError } from './errors.js';
+import { parseRelayAcl, type RelayAcl } from '../routing/acl.js';
+import { parseDestinationList, type DestinationList } from '../routing/destinations.js';
 
 export interface OptionRow<T> {
   /** Canonical spelling, as shown by `smtpsift check` and the man page. */
@@ -17,6 +19,8 @@ export interface OptionRow<T> {
   /** Placeholder for the man page, e.g. `seconds`. */
   readonly arg: string;
   readonly doc: string;
+  /** Other names accepted for the option (Moxy's), case-insensitive like the name. */
+  readonly aliases?: readonly string[];
   /** Options that are parsed but whose feature has not landed: a start-up error when set. */
   readonly notBuilt?: (value: T) => string | undefined;
   parse(text: string): T;
@@ -58,6 +62,7 @@ export const DEFAULT_CONFIG = '/etc/smtpsiftd.conf';
 
 export type FilterType = 'pipe' | 'file' | 'reject';
 export type Transparent = 'off' | 'client' | 'full';
+export type RouteType = 'nodb' | 'file' | 'lmdb';
 
 export const SCHEMA = {
   listen: row<ListenAddress>({
@@ -256,6 +261,85 @@ export const SCHEMA = {
       'Advertise PIPELINING when the upstream does. off hides it, as proxsmtpd did. Pipelined ' +
       'commands are handled correctly either way.',
     parse: boolean,
+  }),
+  routeType: row<RouteType | undefined>({
+    name: 'RouteType',
+    aliases: ['dbtype'],
+    defaultText: '',
+    arg: 'nodb|file|lmdb',
+    doc:
+      'Selects routed (Moxy) mode: the upstream is chosen per recipient domain, dialled at the ' +
+      'first RCPT. nodb: every recipient goes to RouteDefault. file: the flat file RouteDatabase, ' +
+      'read into memory, reloaded on SIGHUP and when it changes. lmdb (alias dbm): the database ' +
+      'RouteDatabase written by "smtpsift makedb", read on every lookup. Cannot be combined with ' +
+      'OutAddress or TransparentProxy. Alias: dbtype. See ROUTING in smtpsiftd(8).',
+    parse(text) {
+      const t = text.toLowerCase();
+      if (t === 'nodb' || t === 'file' || t === 'lmdb') return t;
+      if (t === 'dbm') return 'lmdb';
+      throw new ValueError(`'${text}' is not allowed; use nodb, file or lmdb`);
+    },
+  }),
+  routeDatabase: row<string | undefined>({
+    name: 'RouteDatabase',
+    aliases: ['dbname'],
+    defaultText: '',
+    arg: 'path',
+    doc:
+      'The route table of RouteType file (a flat file: "domain host:port[,host:port...]" per ' +
+      'line) or lmdb (a database made from such a file by "smtpsift makedb"). Required with ' +
+      'those types. Alias: dbname.',
+    parse: nonEmpty,
+  }),
+  routeDefault: row<DestinationList | undefined>({
+    name: 'RouteDefault',
+    aliases: ['nodb_dest'],
+    defaultText: '',
+    arg: 'destinations',
+    doc:
+      'The destination list of RouteType nodb, where every recipient goes (AllowRelayFrom does ' +
+      'not apply: the upstream decides what it accepts). A destination list is comma-separated ' +
+      'host:port ([ipv6]:port; port 25 by default), tried in order. Alias: nodb_dest.',
+    parse: parseDestinationList,
+  }),
+  allowRelayFrom: row<RelayAcl | undefined>({
+    name: 'AllowRelayFrom',
+    defaultText: '',
+    arg: 'addresses',
+    doc:
+      'Comma-separated clients that may send to domains not in the route table (through ' +
+      'SendRelayTo): IPv4 addresses with * for any octet (192.168.*.*), IP addresses, and ' +
+      'CIDR blocks (10.0.0.0/8, 2001:db8::/32). Unset: no one; such recipients get "550 5.7.1 ' +
+      'Relaying denied". * alone allows everyone, an open relay: smtpsift check warns about it.',
+    parse: parseRelayAcl,
+  }),
+  sendRelayTo: row<DestinationList | undefined>({
+    name: 'SendRelayTo',
+    defaultText: '',
+    arg: 'destinations',
+    doc:
+      'The destination list for mail from AllowRelayFrom clients to domains not in the route ' +
+      'table (a smarthost MTA). Required when AllowRelayFrom is set.',
+    parse: parseDestinationList,
+  }),
+  banner: row<string | undefined>({
+    name: 'Banner',
+    defaultText: '',
+    arg: 'text',
+    doc:
+      'The text of the greeting in routed mode, after "220 ". Default: ServerName followed by ' +
+      '"ESMTP". Routed mode only.',
+    parse: nonEmpty,
+  }),
+  routeRetry: row<number>({
+    name: 'RouteRetry',
+    defaultText: '60',
+    arg: 'seconds',
+    doc:
+      'In routed mode, how long a destination host that refused the connection, timed out or ' +
+      'greeted with 4xx/5xx is skipped before it is tried again (unless every host of its list ' +
+      'is skipped: then all are tried, in order). 1 or more.',
+    parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
   }),
 } as const;
 

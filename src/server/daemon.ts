@@ -7,6 +7,7 @@ import type { Logger } from '../log/logger.js';
 import { Spool } from '../spool/spool.js';
 import { CAP_NET_ADMIN } from '../native.js';
 import { fixedDestination, transparentDestination } from '../upstream/destination.js';
+import type { Router } from '../routing/router.js';
 import { Listener } from './listener.js';
 import { dropTo, type Account } from './privileges.js';
 
@@ -18,18 +19,24 @@ export interface DaemonOptions {
   readonly pidFile: string | undefined;
   /** The account to drop to, already looked up; undefined when not root or no User. */
   readonly account: Account | undefined;
+  /** Routed mode (RouteType): the route table, loaded before (its errors exit with status 2). */
+  readonly router?: Router | undefined;
 }
 
 export interface Daemon {
   readonly listener: Listener;
   /** Resolves when the daemon has drained and cleaned up after a stop(). */
   stop(): Promise<void>;
+  /** SIGHUP: re-reads what can be re-read (the route file); sessions carry on. */
+  reload(): void;
 }
 
 export async function startDaemon(config: Config, opts: DaemonOptions): Promise<Daemon> {
   const { log } = opts;
   const spoolRef: { spool?: Spool } = {};
   const transparent = config.transparentProxy;
+  const router = opts.router;
+  router?.setLogger(log);
   const listener: Listener = new Listener(
     {
       config,
@@ -38,8 +45,13 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         if (spoolRef.spool === undefined) throw new Error('spool not ready');
         return spoolRef.spool;
       },
+      router,
       destination:
-        transparent === 'off'
+        router !== undefined
+          ? () => {
+              throw new Error('routed mode dials per recipient');
+            }
+          : transparent === 'off'
           ? fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 })
           : transparentDestination(transparent, () => {
               const a = listener.address();
@@ -65,8 +77,14 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   }
   // After the drop, so the spool belongs to the user the filters run as.
   spoolRef.spool = Spool.create(config.tempDirectory, log);
+  if (router?.config.allowRelayFrom?.everyone === true) {
+    log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
+  }
+  router?.watch();
   const upstream =
-    transparent !== 'off' ? `the original destination (TransparentProxy ${transparent})` : config.outAddress ? formatAddress(config.outAddress) : '?';
+    router !== undefined
+      ? `per recipient domain (RouteType ${router.type}${config.routeDatabase !== undefined ? ` ${config.routeDatabase}` : ''})`
+      : transparent !== 'off' ? `the original destination (TransparentProxy ${transparent})` : config.outAddress ? formatAddress(config.outAddress) : '?';
   log.notice(`listening on ${boundAddress(listener, config)}; upstream ${upstream}`);
 
   let stopping: Promise<void> | undefined;
@@ -77,6 +95,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         log.notice('stopping: no new connections; letting sessions finish');
         await listener.close(DRAIN_SECONDS * 1000);
         spoolRef.spool?.close();
+        await router?.close();
         if (opts.pidFile !== undefined) {
           try {
             unlinkSync(opts.pidFile);
@@ -86,6 +105,10 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         }
       })();
       return stopping;
+    },
+    reload() {
+      if (router === undefined) log.notice('SIGHUP received; nothing to reload');
+      else router.reload('SIGHUP');
     },
   };
 }

@@ -198,6 +198,8 @@ function logMessage(s: Session, size: number, final: Reply | undefined, action: 
   s.log.info(
     `client=${s.clientIp ?? 'unix'} from=<${q(t.sender === '<>' ? '' : (t.sender ?? ''))}> ` +
       `rcpts=${t.recipients.length} size=${size} filter=${filter} status=${fateOf(final, action)} ` +
-      `reply="${final ? q(summary(final)) : ''}"`,
+      `reply="${final ? q(summary(final)) : ''}"` +
+      // Routed mode (issue 5): the host the message actually went to.
+      (s.route !== undefined ? ` dest=${s.route.host}` : ''),
   );
 }

@@ -11,8 +11,10 @@ import { SocketReader, type LineResult } from '../net/reader.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
 import { hideInitialResponse, verbOf } from '../smtp/command.js';
 import type { Spool } from '../spool/spool.js';
+import type { Router } from '../routing/router.js';
 import { Upstream, type Endpoint } from '../upstream/upstream.js';
 import { HANDLERS, relay } from './handlers.js';
+import { ROUTED_HANDLERS, routedUnknown } from './routed.js';
 import { Transaction } from './transaction.js';
 
 /** proxsmtpd's limit (spec §5): a command of 4222 bytes or more, CRLF included, is refused. */
@@ -24,6 +26,23 @@ export interface SessionServices {
   readonly log: Logger;
   /** Where this client's mail goes (the destination strategy); a SiftError refuses the client. */
   destination(socket: Socket, clientIp: string | undefined, log: Logger): Endpoint;
+  /**
+   * Routed (Moxy) mode, issue 5: set, the session greets by itself and dials an upstream at
+   * the first RCPT of each transaction (src/session/routed.ts); `destination` is unused.
+   */
+  readonly router?: Router | undefined;
+}
+
+/** Routed mode: what the current upstream connection is for. */
+export interface RouteState {
+  /** The destination list's canonical text: recipients with the same key share the upstream. */
+  readonly key: string;
+  /** The host actually used (`host:port`), for the log. */
+  readonly host: string;
+  /** MAIL FROM was accepted upstream for the current transaction. */
+  mailSent: boolean;
+  /** The XFORWARD attributes this upstream offers (Postfix refuses any other). */
+  xforward: readonly string[];
 }
 
 /** The client went away; there is nobody left to answer. */
@@ -40,6 +59,12 @@ export class Session {
   private up: Upstream | undefined;
   authenticated = false;
   xclientSent = false;
+  /** Routed mode: the client's HELO/EHLO (answered locally), repeated to each upstream. */
+  helo: { readonly ehlo: boolean; readonly name: string } | undefined;
+  /** Routed mode: the client's MAIL FROM line, kept until the first RCPT dials an upstream. */
+  mailLine: string | undefined;
+  /** Routed mode: the open upstream connection's route, if any. */
+  route: RouteState | undefined;
   private idle = false;
   private stopping = false;
 
@@ -56,10 +81,26 @@ export class Session {
     this.log = services.log.child(id);
   }
 
-  /** The upstream connection; it exists from the greeting on. */
+  /** The upstream connection; it exists from the greeting on (routed mode: from the first RCPT). */
   get upstream(): Upstream {
     if (this.up === undefined) throw new Error('no upstream connection yet');
     return this.up;
+  }
+
+  get hasUpstream(): boolean {
+    return this.up !== undefined && !this.up.isClosed;
+  }
+
+  /** Routed mode: the upstream chosen at a RCPT, replacing none or a closed one. */
+  attachUpstream(up: Upstream | undefined, route: RouteState | undefined): void {
+    this.up = up;
+    this.route = route;
+  }
+
+  /** Routed mode: drops the upstream connection at once (a failed dial or transaction). */
+  detachUpstream(): void {
+    this.up?.abort();
+    this.attachUpstream(undefined, undefined);
   }
 
   get config(): Config {
@@ -112,7 +153,8 @@ export class Session {
           this.send(reply(500, 'Line too long'));
           continue;
         }
-        const handler = HANDLERS[verbOf(line.text)] ?? relay;
+        const routed = this.services.router !== undefined;
+        const handler = (routed ? ROUTED_HANDLERS : HANDLERS)[verbOf(line.text)] ?? (routed ? routedUnknown : relay);
         outcome = await handler(this, line.text, line.raw);
       }
     } catch (e) {
@@ -124,6 +166,11 @@ export class Session {
 
   /** Dials the upstream and relays its greeting (spec §6, with a 421 where proxsmtpd went silent). */
   private async greet(): Promise<void> {
+    if (this.services.router !== undefined) {
+      // Routed mode: no upstream yet, the greeting is ours (Moxy's banner).
+      this.send(reply(220, this.config.banner ?? `${this.config.serverName} ESMTP`));
+      return;
+    }
     const endpoint = this.services.destination(this.socket, this.clientIp, this.log);
     this.up = await Upstream.connect(endpoint, this.timeoutMs);
     const greeting = await this.upstream.reply();

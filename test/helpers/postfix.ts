@@ -639,11 +639,20 @@ export interface PostfixRelay {
 }
 
 export async function startPostfixRelay(
-  opts: { daemon?: Record<string, string>; daemonArgs?: string[]; daemonStart?: StartOptions; postfix?: PostfixOptions } = {},
+  opts: {
+    /** Config lines; a function gets the chosen ports (e.g. to write a route file naming them). */
+    daemon?: Record<string, string> | ((ports: PostfixPorts) => Record<string, string>);
+    daemonArgs?: string[];
+    daemonStart?: StartOptions;
+    postfix?: PostfixOptions;
+  } = {},
 ): Promise<PostfixRelay> {
   const ports = await Postfix.ports(opts.postfix?.ports);
+  const extra = typeof opts.daemon === 'function' ? opts.daemon(ports) : opts.daemon;
+  // Routed mode (issue 5) chooses upstreams per recipient domain: OutAddress would be an error.
+  const out: Record<string, string> = extra?.['RouteType'] !== undefined ? {} : { OutAddress: `127.0.0.1:${ports.reinject}` };
   const d = await startDaemon(
-    { OutAddress: `127.0.0.1:${ports.reinject}`, MaxConnections: '64', ...opts.daemon },
+    { ...out, MaxConnections: '64', ...extra },
     opts.daemonArgs,
     opts.daemonStart,
   );

@@ -1,0 +1,138 @@
+// Accounting as the daemon sees it: one record(event) per message, fanned out to the sinks
+// LogType names (issue 6, "Configuration"): the file log, syslog (facility mail, on
+// SyslogSocket) and the counters database. Built once at start-up from plain options, so
+// the config rows (LogType, LogFile, CounterDatabase, SyslogSocket, LogFormat,
+// LogDateFormat) map onto it one to one.
+
+import { CounterWriter } from './counters.js';
+import type { MessageEvent } from './event.js';
+import { FileLog } from './filelog.js';
+import { compileLogFormat, DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, type Renderer } from './format.js';
+import { createRequire } from 'node:module';
+
+interface UnixDgramSocket {
+  send(buf: Buffer, offset: number, length: number, path: string, cb?: (err?: Error) => void): void;
+  on(event: 'error', cb: (err: Error) => void): void;
+  close(): void;
+}
+
+/**
+ * Accounting lines to syslog: facility mail, severity info, RFC 3164, on a unix datagram
+ * socket, as src/log/logger.ts's syslogSink, which has no close() (a daemon exits with it
+ * open; Accounting.close() must not keep the event loop alive). A missing or restarting
+ * syslog daemon loses lines, never mail.
+ */
+class SyslogLines {
+  private readonly socket: UnixDgramSocket;
+  constructor(
+    private readonly ident: string,
+    private readonly path: string,
+  ) {
+    const { createSocket } = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram'): UnixDgramSocket };
+    this.socket = createSocket('unix_dgram');
+    this.socket.on('error', () => undefined);
+  }
+  write(text: string): void {
+    const [, month, day, , time] = new Date().toString().split(' ');
+    const line = `<${2 * 8 + 6}>${month} ${(day ?? '').replace(/^0/, ' ')} ${time} ${this.ident}[${process.pid}]: ${text}`;
+    const buf = Buffer.from(line, 'utf8');
+    try {
+      this.socket.send(buf, 0, buf.length, this.path, () => undefined);
+    } catch {
+      // The line is lost; the daemon goes on.
+    }
+  }
+  close(): void {
+    this.socket.close();
+  }
+}
+
+export type LogType = 'nolog' | 'filelog' | 'syslog' | 'counters' | 'syslog+counters' | 'filelog+counters';
+
+const LOG_TYPES: Record<string, LogType> = {
+  nolog: 'nolog',
+  filelog: 'filelog',
+  syslog: 'syslog',
+  counters: 'counters',
+  'syslog+counters': 'syslog+counters',
+  'filelog+counters': 'filelog+counters',
+  // Moxy's names (reference/moxy-setup.txt, logging section).
+  gdbmlog: 'counters',
+  sys_and_gdbmlog: 'syslog+counters',
+};
+
+/** For the LogType schema row: canonical value, or an Error message listing the choices. */
+export function parseLogType(text: string): LogType {
+  const t = LOG_TYPES[text.toLowerCase()];
+  if (t === undefined) throw new Error(`'${text}' is not one of ${Object.keys(LOG_TYPES).join(', ')}`);
+  return t;
+}
+
+export interface AccountingOptions {
+  readonly logType: LogType;
+  readonly logFile?: string;
+  readonly counterDatabase?: string;
+  readonly syslogSocket?: string;
+  readonly logFormat?: string;
+  readonly logDateFormat?: string;
+  /** The syslog ident (default smtpsiftd). */
+  readonly ident?: string;
+  /** Problems while running (full disk, failed commit): the daemon's logger. */
+  readonly onError?: (message: string) => void;
+}
+
+/**
+ * Start-up checks beyond each option's own: the files a LogType needs. With counters and
+ * no CounterDatabase, LogFile names the database, as Moxy's gdbmlog used logfile_name.
+ */
+export function accountingProblems(o: AccountingOptions): string[] {
+  const problems: string[] = [];
+  const file = o.logType === 'filelog' || o.logType === 'filelog+counters';
+  const counters = o.logType.endsWith('counters');
+  if (file && !o.logFile) problems.push(`LogType ${o.logType} needs LogFile`);
+  if (counters && !o.counterDatabase && (file || !o.logFile)) problems.push(`LogType ${o.logType} needs CounterDatabase`);
+  return problems;
+}
+
+export class Accounting {
+  private readonly render: Renderer;
+  private readonly file: FileLog | undefined;
+  private readonly syslog: SyslogLines | undefined;
+  private readonly counters: CounterWriter | undefined;
+
+  /** Throws FormatError for a bad LogFormat or LogDateFormat (a start-up error, exit 2). */
+  constructor(o: AccountingOptions) {
+    const problems = accountingProblems(o);
+    if (problems.length > 0) throw new Error(problems.join('; '));
+    this.render = compileLogFormat(o.logFormat ?? DEFAULT_LOG_FORMAT, o.logDateFormat ?? DEFAULT_DATE_FORMAT);
+    const onError = o.onError ?? (() => undefined);
+    if ((o.logType === 'filelog' || o.logType === 'filelog+counters') && o.logFile) this.file = new FileLog(o.logFile, { onError });
+    if (o.logType === 'syslog' || o.logType === 'syslog+counters') this.syslog = new SyslogLines(o.ident ?? 'smtpsiftd', o.syslogSocket ?? '/dev/log');
+    if (o.logType.endsWith('counters')) {
+      const path = o.counterDatabase ?? o.logFile;
+      if (path) this.counters = new CounterWriter(path, { onError });
+    }
+  }
+
+  /** One event per message; never throws, never waits. */
+  record(event: MessageEvent): void {
+    if (this.file !== undefined || this.syslog !== undefined) {
+      const line = this.render(event);
+      this.file?.write(line);
+      this.syslog?.write(line);
+    }
+    this.counters?.record(event);
+  }
+
+  /** SIGHUP / SIGUSR1 (logrotate). */
+  reopen(): void {
+    this.file?.reopen();
+  }
+
+  /** Shutdown: the file log written out, the counters committed. */
+  async close(): Promise<void> {
+    await this.file?.close();
+    await this.counters?.close();
+    this.syslog?.close();
+  }
+}

@@ -1,0 +1,103 @@
+// The route table: recipient domain -> destination list. Moxy's flat file syntax, one
+// `domain  host:port[,host:port...]` per line, `#` comments. Domains are compared
+// case-insensitively in their IDNA (A-label) form, so `Bücher.example` and
+// `xn--bcher-kva.example` are one domain. `.example.com` matches every subdomain of
+// example.com (not example.com itself), and an exact entry wins over any wildcard; the
+// longest wildcard wins among wildcards.
+
+import { readFileSync } from 'node:fs';
+import { domainToASCII } from 'node:url';
+import { ConfigError, ValueError } from '../config/errors.js';
+import { parseDestinationList, type DestinationList } from './destinations.js';
+
+/** A domain in its canonical form (lower-case A-labels, no trailing dot); '' if not a domain. */
+export function normalizeDomain(domain: string): string {
+  const d = domain.trim().replace(/\.$/, '');
+  if (d === '' || d.startsWith('.')) return '';
+  return domainToASCII(d.toLowerCase());
+}
+
+/** Something that maps a key (`example.com` or `.example.com`) to its destination text or list. */
+export interface RouteSource {
+  get(key: string): DestinationList | undefined;
+}
+
+/** Exact entry first, then `.parent` wildcards from the nearest parent outwards. */
+export function lookupDomain(source: RouteSource, domain: string): DestinationList | undefined {
+  const d = normalizeDomain(domain);
+  if (d === '') return undefined;
+  const exact = source.get(d);
+  if (exact !== undefined) return exact;
+  const labels = d.split('.');
+  for (let i = 1; i < labels.length; i++) {
+    const w = source.get(`.${labels.slice(i).join('.')}`);
+    if (w !== undefined) return w;
+  }
+  return undefined;
+}
+
+export interface RouteEntry {
+  /** `example.com` or `.example.com`, normalised. */
+  readonly key: string;
+  readonly list: DestinationList;
+  readonly text: string;
+}
+
+/** Parses a flat route file; throws ConfigError with every `FILE:LINE: why`. */
+export function parseRouteText(text: string, file: string): RouteEntry[] {
+  const entries = new Map<string, RouteEntry>();
+  const problems: string[] = [];
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.replace(/\r$/, '').trim();
+    if (line === '' || line.startsWith('#')) return;
+    const at = `${file}:${i + 1}`;
+    const m = /^(\S+)(?:\s+(.*))?$/.exec(line);
+    const name = m?.[1] ?? '';
+    const dest = (m?.[2] ?? '').trim();
+    if (dest === '') {
+      problems.push(`${at}: '${name}' has no destination; use 'domain host:port[,host:port...]'`);
+      return;
+    }
+    const wildcard = name.startsWith('.');
+    const key = normalizeDomain(wildcard ? name.slice(1) : name);
+    if (key === '') {
+      problems.push(`${at}: '${name}' is not a domain`);
+      return;
+    }
+    try {
+      const list = parseDestinationList(dest.replace(/\s*,\s*/g, ','));
+      const k = wildcard ? `.${key}` : key;
+      entries.set(k, { key: k, list, text: list.key });
+    } catch (e) {
+      if (!(e instanceof ValueError)) throw e;
+      problems.push(`${at}: ${e.message}`);
+    }
+  });
+  if (problems.length > 0) throw new ConfigError(problems);
+  return [...entries.values()];
+}
+
+export function readRouteFile(file: string): RouteEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    throw new ConfigError([`${file}: cannot read the route file: ${code === 'ENOENT' ? 'no such file' : String(e)}`]);
+  }
+  return parseRouteText(text, file);
+}
+
+/** An in-memory table, replaced whole on reload (never patched in place). */
+export class MapSource implements RouteSource {
+  private readonly map: ReadonlyMap<string, DestinationList>;
+  constructor(entries: readonly RouteEntry[]) {
+    this.map = new Map(entries.map((e) => [e.key, e.list]));
+  }
+  get size(): number {
+    return this.map.size;
+  }
+  get(key: string): DestinationList | undefined {
+    return this.map.get(key);
+  }
+}
