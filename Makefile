@@ -32,20 +32,22 @@ bench: build
 
 install: build
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(SYSCONFDIR)
 	cp -R dist/src native binding.gyp package.json package-lock.json $(DESTDIR)$(LIBDIR)/
 	mkdir -p $(DESTDIR)$(LIBDIR)/dist && rm -rf $(DESTDIR)$(LIBDIR)/dist/src && mv $(DESTDIR)$(LIBDIR)/src $(DESTDIR)$(LIBDIR)/dist/src
 	cd $(DESTDIR)$(LIBDIR) && npm ci --omit=dev --no-audit --no-fund
 	ln -sf $(LIBDIR)/dist/src/cli/smtpsiftd.js $(DESTDIR)$(PREFIX)/sbin/smtpsiftd
 	ln -sf $(LIBDIR)/dist/src/cli/smtpsift.js $(DESTDIR)$(PREFIX)/bin/smtpsift
 	chmod 755 $(DESTDIR)$(LIBDIR)/dist/src/cli/smtpsiftd.js $(DESTDIR)$(LIBDIR)/dist/src/cli/smtpsift.js
+	install -m 644 man/smtpsift.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 644 man/smtpsiftd.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 644 man/smtpsiftd.conf.5 $(DESTDIR)$(MANDIR)/man5/
 	test -e $(DESTDIR)$(SYSCONFDIR)/smtpsiftd.conf || install -m 644 etc/smtpsiftd.conf $(DESTDIR)$(SYSCONFDIR)/
 
 uninstall:
 	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/sbin/smtpsiftd $(DESTDIR)$(PREFIX)/bin/smtpsift \
-		$(DESTDIR)$(MANDIR)/man8/smtpsiftd.8 $(DESTDIR)$(MANDIR)/man5/smtpsiftd.conf.5
+		$(DESTDIR)$(MANDIR)/man1/smtpsift.1 $(DESTDIR)$(MANDIR)/man8/smtpsiftd.8 \
+		$(DESTDIR)$(MANDIR)/man5/smtpsiftd.conf.5
 
 clean:
 	rm -rf dist var

@@ -143,6 +143,12 @@ test('smtpsift check -f FILE prints the effective configuration, exit 0', async 
         '#Header:',
         'ServerName: mx.example',
         'Pipelining: on',
+        'LogType: nolog',
+        '#LogFile:',
+        '#CounterDatabase:',
+        'SyslogSocket: /dev/log',
+        "LogFormat: %date: %msize bytes from <%sender> [%shost] to [%dhost] for '%rcpts'",
+        'LogDateFormat: %d/%m/%y %T %z',
         '',
       ].join('\n'),
     );

@@ -120,6 +120,8 @@ test('smtpsift check: every option with its default (proxsmtpd defaults, ServerN
         'FilterCommand', 'FilterReject', 'FilterTimeout', 'FilterType', 'Header', 'KeepAlives', 'Listen',
         'MaxConnections', 'OutAddress', 'PidFile', 'Pipelining', 'ServerName', 'Skip', 'TempDirectory',
         'TimeOut', 'TransparentProxy', 'User', 'XClient',
+        // Accounting (issue 6).
+        'LogType', 'LogFile', 'CounterDatabase', 'SyslogSocket', 'LogFormat', 'LogDateFormat',
       ].sort(),
     );
     for (const line of PROXSMTPD_DEFAULTS) {

@@ -5,6 +5,9 @@
 // LogDateFormat) map onto it one to one.
 
 import { CounterWriter } from './counters.js';
+import { accountingProblems, type LogType } from './logtype.js';
+export { parseLogType } from './logtype.js';
+export { accountingProblems, type LogType };
 import type { MessageEvent } from './event.js';
 import { FileLog } from './filelog.js';
 import { compileLogFormat, DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, type Renderer } from './format.js';
@@ -47,27 +50,6 @@ class SyslogLines {
   }
 }
 
-export type LogType = 'nolog' | 'filelog' | 'syslog' | 'counters' | 'syslog+counters' | 'filelog+counters';
-
-const LOG_TYPES: Record<string, LogType> = {
-  nolog: 'nolog',
-  filelog: 'filelog',
-  syslog: 'syslog',
-  counters: 'counters',
-  'syslog+counters': 'syslog+counters',
-  'filelog+counters': 'filelog+counters',
-  // Moxy's names (reference/moxy-setup.txt, logging section).
-  gdbmlog: 'counters',
-  sys_and_gdbmlog: 'syslog+counters',
-};
-
-/** For the LogType schema row: canonical value, or an Error message listing the choices. */
-export function parseLogType(text: string): LogType {
-  const t = LOG_TYPES[text.toLowerCase()];
-  if (t === undefined) throw new Error(`'${text}' is not one of ${Object.keys(LOG_TYPES).join(', ')}`);
-  return t;
-}
-
 export interface AccountingOptions {
   readonly logType: LogType;
   readonly logFile?: string;
@@ -79,19 +61,6 @@ export interface AccountingOptions {
   readonly ident?: string;
   /** Problems while running (full disk, failed commit): the daemon's logger. */
   readonly onError?: (message: string) => void;
-}
-
-/**
- * Start-up checks beyond each option's own: the files a LogType needs. With counters and
- * no CounterDatabase, LogFile names the database, as Moxy's gdbmlog used logfile_name.
- */
-export function accountingProblems(o: AccountingOptions): string[] {
-  const problems: string[] = [];
-  const file = o.logType === 'filelog' || o.logType === 'filelog+counters';
-  const counters = o.logType.endsWith('counters');
-  if (file && !o.logFile) problems.push(`LogType ${o.logType} needs LogFile`);
-  if (counters && !o.counterDatabase && (file || !o.logFile)) problems.push(`LogType ${o.logType} needs CounterDatabase`);
-  return problems;
 }
 
 export class Accounting {

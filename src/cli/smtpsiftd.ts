@@ -67,7 +67,7 @@ async function main(args: string[]): Promise<number> {
   const level = debug === undefined ? Level.Info : parseLevel(debug);
   const config = loadConfig(file);
   const detached = process.env[DETACHED_ENV] === '1';
-  const log = new Logger(debug === undefined ? syslogSink(IDENT) : stderrSink(IDENT), level);
+  const log = new Logger(debug === undefined ? syslogSink(IDENT, config.syslogSocket) : stderrSink(IDENT), level);
   const account = resolveSystem(config, (m) => log.warn(m));
   // The route table is read now, so a bad one is `FILE:LINE: ...` and exit status 2, like
   // the configuration; in the detached child too (reported through fd 3).
@@ -92,6 +92,8 @@ async function main(args: string[]): Promise<number> {
   process.on('SIGINT', stop);
   // Likewise SIGHUP (reload): its default action would kill a daemon that is just up.
   process.on('SIGHUP', () => daemon?.reload());
+  // SIGUSR1: logrotate's reopen (issue 6); ignored before the daemon is up.
+  process.on('SIGUSR1', () => daemon?.reopenLogs());
   try {
     daemon = await startDaemon(config, { log, pidFile, account, router });
   } catch (e) {

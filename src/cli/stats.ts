@@ -11,9 +11,10 @@ import { DEFAULT_CONFIG } from '../config/schema.js';
 export class UsageError extends Error {}
 
 /**
- * The counters database named by a config file. Until the CounterDatabase schema row lands
- * this is a line scan: `CounterDatabase: PATH`, or Moxy's `logfile_name` when the log type
- * is gdbmlog or sys_and_gdbmlog (Moxy kept its gdbm counters there).
+ * The counters database named by a config file: `CounterDatabase: PATH`, or Moxy's
+ * `logfile_name` when the log type is gdbmlog or sys_and_gdbmlog (Moxy kept its gdbm
+ * counters there). A line scan, not the full loader, so that a Moxy file without the
+ * daemon's other options (OutAddress, ...) still names its database.
  */
 export function counterDatabaseFromConfig(file: string): string {
   const values = new Map<string, string>();

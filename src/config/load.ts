@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { formatAddress, type ListenAddress, type OutAddress } from './addresses.js';
 import { ConfigError, ValueError } from './errors.js';
+import { accountingProblems, type LogType } from '../accounting/logtype.js';
 import { OPTION_KEYS, SCHEMA, type Config, type OptionKey, type OptionRow } from './schema.js';
 
 const BY_NAME = new Map<string, OptionKey>(
@@ -96,6 +97,16 @@ export function parseConfig(text: string, file: string): Config {
   if (transparent && listen?.kind === 'unix') {
     const line = setAt.get('transparentProxy');
     problems.push(`${file}${line === undefined ? '' : `:${line}`}: TransparentProxy: needs a TCP Listen address, not a unix socket`);
+  }
+  // Accounting (issue 6): the files a LogType needs, at the LogType line.
+  if (values.logType !== undefined) {
+    for (const p of accountingProblems({
+      logType: values.logType as LogType,
+      logFile: values.logFile as string | undefined,
+      counterDatabase: values.counterDatabase as string | undefined,
+    })) {
+      problems.push(`${at('logType')}: ${p.replace(/^LogType /, '')}`);
+    }
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze({ ...values, file, lines: setAt }) as Config;

@@ -10,6 +10,8 @@ import { parseListen, parseOutAddress, type ListenAddress, type OutAddress } fro
 import { ValueError } from './errors.js';
 import { parseRelayAcl, type RelayAcl } from '../routing/acl.js';
 import { parseDestinationList, type DestinationList } from '../routing/destinations.js';
+import { parseLogType, type LogType } from '../accounting/logtype.js';
+import { DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, validateDateFormat, validateLogFormat } from '../accounting/format.js';
 
 export interface OptionRow<T> {
   /** Canonical spelling, as shown by `smtpsift check` and the man page. */
@@ -58,6 +60,11 @@ function nonEmpty(text: string): string {
 }
 
 /** Where smtpsiftd and `smtpsift check` look without -f. */
+/** Moxy quotes its format strings (`log_format "%date: ..."`): one pair of surrounding double quotes is not part of the value. */
+function unquote(text: string): string {
+  return text.length >= 2 && text.startsWith('"') && text.endsWith('"') ? text.slice(1, -1) : text;
+}
+
 export const DEFAULT_CONFIG = '/etc/smtpsiftd.conf';
 
 export type FilterType = 'pipe' | 'file' | 'reject';
@@ -340,6 +347,87 @@ export const SCHEMA = {
       'greeted with 4xx/5xx is skipped before it is tried again (unless every host of its list ' +
       'is skipped: then all are tried, in order). 1 or more.',
     parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
+  }),
+  logType: row<LogType>({
+    name: 'LogType',
+    aliases: ['logtype'],
+    defaultText: 'nolog',
+    arg: 'type',
+    doc:
+      'Accounting: one event per message when its fate is known (delivered, rejected, dropped, ' +
+      'tempfail, aborted). nolog: none. filelog: a line in LogFile. syslog: a line to syslog ' +
+      '(facility mail, severity info) on SyslogSocket. counters: delivered bytes and messages ' +
+      'per recipient domain, destination and day in CounterDatabase, read with "smtpsift stats". ' +
+      'syslog+counters and filelog+counters: both. Moxy\'s gdbmlog means counters and ' +
+      'sys_and_gdbmlog syslog+counters. See ACCOUNTING in smtpsiftd(8).',
+    parse(text) {
+      try {
+        return parseLogType(text);
+      } catch (e) {
+        throw new ValueError((e as Error).message);
+      }
+    },
+  }),
+  logFile: row<string | undefined>({
+    name: 'LogFile',
+    aliases: ['logfile_name'],
+    defaultText: '',
+    arg: 'path',
+    doc:
+      'The log file of LogType filelog and filelog+counters, one LogFormat line per message, ' +
+      'opened for appending (created with mode 0640) and reopened on SIGHUP and SIGUSR1. ' +
+      'With a counters LogType and no CounterDatabase, it names the counters database, as ' +
+      'Moxy\'s gdbmlog did. Alias: logfile_name.',
+    parse: nonEmpty,
+  }),
+  counterDatabase: row<string | undefined>({
+    name: 'CounterDatabase',
+    defaultText: '',
+    arg: 'path',
+    doc:
+      'The lmdb database of the counters LogTypes. Several daemons may share one; updates are ' +
+      'transactional and committed within one second and at shutdown.',
+    parse: nonEmpty,
+  }),
+  syslogSocket: row<string>({
+    name: 'SyslogSocket',
+    defaultText: '/dev/log',
+    arg: 'path',
+    doc:
+      'The unix datagram socket where syslog lines go: the accounting lines of LogType syslog, ' +
+      'and the daemon\'s own log when it runs detached (without -d).',
+    parse: nonEmpty,
+  }),
+  logFormat: row<string>({
+    name: 'LogFormat',
+    aliases: ['log_format'],
+    defaultText: DEFAULT_LOG_FORMAT,
+    arg: 'format',
+    doc:
+      'The accounting line, with the tokens %date %msize %sender %shost %dhost %rcpts %status ' +
+      '%reply %id %helo %nrcpts %duration and %% (see ACCOUNTING in smtpsiftd(8)). Surrounding ' +
+      'double quotes are removed. An unknown token is an error. Alias: log_format.',
+    parse(text) {
+      const format = unquote(text);
+      const problem = validateLogFormat(format);
+      if (problem !== undefined) throw new ValueError(problem);
+      return format;
+    },
+  }),
+  logDateFormat: row<string>({
+    name: 'LogDateFormat',
+    aliases: ['log_dateformat'],
+    defaultText: DEFAULT_DATE_FORMAT,
+    arg: 'format',
+    doc:
+      'The strftime(3) format of %date, in the daemon\'s local time. Surrounding double quotes ' +
+      'are removed. Alias: log_dateformat.',
+    parse(text) {
+      const format = unquote(text);
+      const problem = validateDateFormat(format);
+      if (problem !== undefined) throw new ValueError(problem);
+      return format;
+    },
   }),
 } as const;
 

@@ -9,6 +9,7 @@ import { CAP_NET_ADMIN } from '../native.js';
 import { fixedDestination, transparentDestination } from '../upstream/destination.js';
 import type { Router } from '../routing/router.js';
 import { Listener } from './listener.js';
+import { Accounting } from '../accounting/accounting.js';
 import { dropTo, type Account } from './privileges.js';
 
 /** How long sessions may take to finish their message after SIGTERM (documented in smtpsiftd(8)). */
@@ -27,13 +28,15 @@ export interface Daemon {
   readonly listener: Listener;
   /** Resolves when the daemon has drained and cleaned up after a stop(). */
   stop(): Promise<void>;
-  /** SIGHUP: re-reads what can be re-read (the route file); sessions carry on. */
+  /** SIGHUP: re-reads what can be re-read (the route file), reopens the log file; sessions carry on. */
   reload(): void;
+  /** SIGUSR1 (logrotate): reopens the accounting log file. */
+  reopenLogs(): void;
 }
 
 export async function startDaemon(config: Config, opts: DaemonOptions): Promise<Daemon> {
   const { log } = opts;
-  const spoolRef: { spool?: Spool } = {};
+  const spoolRef: { spool?: Spool; accounting?: Accounting } = {};
   const transparent = config.transparentProxy;
   const router = opts.router;
   router?.setLogger(log);
@@ -46,6 +49,9 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         return spoolRef.spool;
       },
       router,
+      get accounting(): Accounting | undefined {
+        return spoolRef.accounting;
+      },
       destination:
         router !== undefined
           ? () => {
@@ -77,6 +83,18 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   }
   // After the drop, so the spool belongs to the user the filters run as.
   spoolRef.spool = Spool.create(config.tempDirectory, log);
+  // Likewise the log file and the counters database (issue 6).
+  if (config.logType !== 'nolog') {
+    spoolRef.accounting = new Accounting({
+      logType: config.logType,
+      logFile: config.logFile,
+      counterDatabase: config.counterDatabase,
+      syslogSocket: config.syslogSocket,
+      logFormat: config.logFormat,
+      logDateFormat: config.logDateFormat,
+      onError: (m) => log.error(m),
+    });
+  }
   if (router?.config.allowRelayFrom?.everyone === true) {
     log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
   }
@@ -95,6 +113,8 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         log.notice('stopping: no new connections; letting sessions finish');
         await listener.close(DRAIN_SECONDS * 1000);
         spoolRef.spool?.close();
+        // The last lines written out and the counters committed.
+        await spoolRef.accounting?.close();
         await router?.close();
         if (opts.pidFile !== undefined) {
           try {
@@ -107,8 +127,13 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       return stopping;
     },
     reload() {
-      if (router === undefined) log.notice('SIGHUP received; nothing to reload');
+      spoolRef.accounting?.reopen();
+      if (router === undefined) log.notice(spoolRef.accounting !== undefined ? 'SIGHUP received; log file reopened' : 'SIGHUP received; nothing to reload');
       else router.reload('SIGHUP');
+    },
+    reopenLogs() {
+      spoolRef.accounting?.reopen();
+      log.notice('SIGUSR1 received; log file reopened');
     },
   };
 }

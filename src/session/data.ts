@@ -16,6 +16,7 @@ import type { Verdict } from '../filter/verdict.js';
 import { plainIp } from '../net/address.js';
 import { keepAlive, type KeepAlive } from '../upstream/keepalive.js';
 import { ClientGone, type Outcome, type Session } from './session.js';
+import { messageEvent, type MessageStatus } from '../accounting/event.js';
 
 /** How the message ended, for the log line. */
 type Fate = 'DELIVERED' | 'REJECTED' | 'DROPPED' | 'TEMPFAIL' | 'ABORTED';
@@ -39,6 +40,8 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
   const skip = skipsFilter(s);
   const output = s.services.spool.path();
   let size = 0;
+  /** Bytes the upstream was sent (unstuffed), once the whole message went up. */
+  let sent: number | undefined;
   let final: Reply;
   let action: Verdict['action'] | undefined;
   let outcome: Outcome = 'continue';
@@ -58,7 +61,7 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
       final = filtered.verdict.reply;
       await s.forward('RSET\r\n');
     } else {
-      [final, outcome] = await deliver(s, filtered?.send ?? file.path, skip ? undefined : header(s));
+      [final, outcome, sent] = await deliver(s, filtered?.send ?? file.path, skip ? undefined : header(s));
     }
   } catch (e) {
     await upstreamIdle?.stop();
@@ -75,7 +78,7 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     rmSync(output, { force: true });
   }
   s.send(final);
-  logMessage(s, size, final, action);
+  logMessage(s, size, final, action, sent);
   s.txn.reset();
   return outcome;
 }
@@ -156,7 +159,7 @@ async function drainedOrClosed(file: SpoolFile): Promise<void> {
 }
 
 /** DATA upstream, the spooled message dot-stuffed with CRLF endings, and the final reply. */
-async function deliver(s: Session, path: string, headerText: string | undefined): Promise<[Reply, Outcome]> {
+async function deliver(s: Session, path: string, headerText: string | undefined): Promise<[Reply, Outcome, number?]> {
   const dataReply = await s.forward('DATA\r\n');
   if (dataReply.code !== 354) {
     // A refused DATA leaves the envelope open upstream, while for the client the
@@ -166,10 +169,19 @@ async function deliver(s: Session, path: string, headerText: string | undefined)
     return [dataReply, 'continue'];
   }
   const encoder = new DotEncoder();
+  // What the upstream receives, counted as it will see it once unstuffed (the accounting's
+  // %msize): CRLF endings, the Header in, without the end-of-data line.
+  const counter = new DotDecoder();
+  let sent = 0;
+  const count = (bufs: Buffer[]): Buffer => {
+    const b = Buffer.concat(bufs);
+    for (const part of counter.feed(b).parts) sent += part.length;
+    return b;
+  };
   let held: Buffer[] = [];
   try {
     for await (const chunk of outgoing(path, headerText)) {
-      if (held.length > 0) await s.upstream.write(Buffer.concat(held));
+      if (held.length > 0) await s.upstream.write(count(held));
       held = encoder.encode(chunk);
     }
     if (s.socket.destroyed) {
@@ -178,7 +190,7 @@ async function deliver(s: Session, path: string, headerText: string | undefined)
     }
     // The last piece and the end of data in one write (design invariant 7).
     held.push(encoder.end());
-    await s.upstream.write(Buffer.concat(held));
+    await s.upstream.write(count(held));
   } catch (e) {
     // The upstream has part of the message: only dropping the connection guarantees that
     // nothing half-sent is ever delivered.
@@ -189,11 +201,27 @@ async function deliver(s: Session, path: string, headerText: string | undefined)
   }
   const final = await s.upstream.reply();
   s.log.debug(`SERVER > ${q(summary(final))}`);
-  return [final, 'continue'];
+  return [final, 'continue', sent];
 }
 
-function logMessage(s: Session, size: number, final: Reply | undefined, action: Verdict['action'] | undefined): void {
+function logMessage(s: Session, size: number, final: Reply | undefined, action: Verdict['action'] | undefined, sent?: number): void {
   const t = s.txn;
+  const fate = fateOf(final, action);
+  // Accounting (issue 6): the message's one event, now that its fate is known.
+  s.services.accounting?.record(
+    messageEvent({
+      date: new Date(),
+      sender: t.sender === '<>' ? '' : (t.sender ?? ''),
+      clientIp: s.clientIp ?? '',
+      helo: s.helo?.name ?? s.heloName ?? '',
+      recipients: [...t.recipients],
+      destination: s.route?.host ?? s.upstreamPeer ?? '',
+      status: fate.toLowerCase() as MessageStatus,
+      reply: final === undefined ? '' : (final.wire.trimEnd().split('\r\n').pop() ?? ''),
+      size: fate === 'DELIVERED' ? (sent ?? size) : size,
+      durationMs: Date.now() - t.startedAt,
+    }),
+  );
   const filter = skipsFilter(s) ? 'skipped' : s.config.filterCommand === undefined ? 'none' : (action ?? 'unfinished');
   s.log.info(
     `client=${s.clientIp ?? 'unix'} from=<${q(t.sender === '<>' ? '' : (t.sender ?? ''))}> ` +

@@ -12,6 +12,7 @@ import { reply, summary, type Reply } from '../smtp/reply.js';
 import { hideInitialResponse, verbOf } from '../smtp/command.js';
 import type { Spool } from '../spool/spool.js';
 import type { Router } from '../routing/router.js';
+import type { Accounting } from '../accounting/accounting.js';
 import { Upstream, type Endpoint } from '../upstream/upstream.js';
 import { HANDLERS, relay } from './handlers.js';
 import { ROUTED_HANDLERS, routedUnknown } from './routed.js';
@@ -31,6 +32,8 @@ export interface SessionServices {
    * the first RCPT of each transaction (src/session/routed.ts); `destination` is unused.
    */
   readonly router?: Router | undefined;
+  /** Accounting (issue 6): one event per message with a known fate; unset = LogType nolog. */
+  readonly accounting?: Accounting | undefined;
 }
 
 /** Routed mode: what the current upstream connection is for. */
@@ -63,6 +66,8 @@ export class Session {
   helo: { readonly ehlo: boolean; readonly name: string } | undefined;
   /** Routed mode: the client's MAIL FROM line, kept until the first RCPT dials an upstream. */
   mailLine: string | undefined;
+  /** The client's last HELO/EHLO argument, for the accounting's %helo. */
+  heloName: string | undefined;
   /** Routed mode: the open upstream connection's route, if any. */
   route: RouteState | undefined;
   private idle = false;
@@ -85,6 +90,11 @@ export class Session {
   get upstream(): Upstream {
     if (this.up === undefined) throw new Error('no upstream connection yet');
     return this.up;
+  }
+
+  /** The host:port the upstream connection went to (kept after it closes), if any. */
+  get upstreamPeer(): string | undefined {
+    return this.up?.peer;
   }
 
   get hasUpstream(): boolean {
@@ -154,6 +164,8 @@ export class Session {
           continue;
         }
         const routed = this.services.router !== undefined;
+        const verb = verbOf(line.text);
+        if (verb === 'HELO' || verb === 'EHLO') this.heloName = /^[ \t]*\S+[ \t]+(\S+)/.exec(line.text)?.[1] ?? this.heloName;
         const handler = (routed ? ROUTED_HANDLERS : HANDLERS)[verbOf(line.text)] ?? (routed ? routedUnknown : relay);
         outcome = await handler(this, line.text, line.raw);
       }

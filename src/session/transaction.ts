@@ -2,8 +2,18 @@
 // (design invariant 2). The filter's SENDER, RECIPIENTS, REMOTE and REMOTE_HELO come from here.
 
 export class Transaction {
+  private from: string | undefined;
+  /** When MAIL FROM was accepted (ms since the epoch), for the accounting's %duration. */
+  startedAt = Date.now();
+
   /** The accepted MAIL FROM path; `<>` for the null sender. */
-  sender: string | undefined;
+  get sender(): string | undefined {
+    return this.from;
+  }
+  set sender(path: string | undefined) {
+    this.from = path;
+    if (path !== undefined) this.startedAt = Date.now();
+  }
   /** Accepted recipients, in the order the upstream accepted them. */
   readonly recipients: string[] = [];
   /** From an XFORWARD the upstream accepted (ADDR and HELO). */

@@ -34,10 +34,19 @@ export class Upstream {
   /** The client's own QUIT went up: closing must not say it a second time. */
   private quitSent = false;
 
+  /** The host:port (or socket path) connected to, for the accounting's %dhost. */
+  readonly peer: string;
+
   private constructor(
     private readonly socket: Socket,
     private readonly timeoutMs: number,
+    endpoint?: Endpoint,
   ) {
+    const ip = socket.remoteAddress?.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
+    this.peer =
+      ip !== undefined && socket.remotePort !== undefined
+        ? describe({ host: ip, port: socket.remotePort })
+        : endpoint !== undefined ? describe(endpoint) : '';
     this.reader = new SocketReader(socket);
     socket.on('close', () => (this.closed = true));
   }
@@ -55,7 +64,7 @@ export class Upstream {
     } finally {
       clearTimeout(timer);
     }
-    return new Upstream(socket, timeoutMs);
+    return new Upstream(socket, timeoutMs, endpoint);
   }
 
   /**
@@ -73,7 +82,7 @@ export class Upstream {
     const socket = new Socket({ fd, readable: true, writable: true });
     socket.setNoDelay(true);
     socket.on('error', () => undefined);
-    return new Upstream(socket, timeoutMs);
+    return new Upstream(socket, timeoutMs, to);
   }
 
   /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
