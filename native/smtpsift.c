@@ -184,6 +184,28 @@ static int set_transparent(int fd, int family) {
   return setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one);
 }
 
+/*
+ * A non-blocking, close-on-exec TCP socket with SO_REUSEADDR and IP_TRANSPARENT, bound to
+ * `addr` (the listener's address, or the client's for an upstream connection, as proxsmtpd
+ * did). On failure: -1, errno set, and *step names the call that failed.
+ */
+static int transparent_socket(const struct sockaddr_storage *addr, socklen_t len, const char **step) {
+  int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    *step = "socket";
+    return -1;
+  }
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) *step = "SO_REUSEADDR";
+  else if (set_transparent(fd, addr->ss_family) != 0) *step = "IP_TRANSPARENT";
+  else if (bind(fd, (const struct sockaddr *)addr, len) != 0) *step = "bind";
+  else return fd;
+  int err = errno;
+  close(fd);
+  errno = err;
+  return -1;
+}
+
 /* ---- originalDst(fd) ---- */
 
 /*
@@ -235,21 +257,17 @@ static napi_value TransparentListen(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "transparentListen: host must be an IP address");
     return NULL;
   }
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    throw_errno(env, "socket", errno);
-    return NULL;
-  }
-  int one = 1;
   const char *step = NULL;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) step = "SO_REUSEADDR";
-  else if (set_transparent(fd, ss.ss_family) != 0) step = "IP_TRANSPARENT";
-  else if (bind(fd, (struct sockaddr *)&ss, len) != 0) step = "bind";
-  else if (listen(fd, backlog) != 0) step = "listen";
-  if (step != NULL) {
+  int fd = transparent_socket(&ss, len, &step);
+  if (fd >= 0 && listen(fd, backlog) != 0) {
     int err = errno;
     close(fd);
-    throw_errno(env, step, err);
+    errno = err;
+    fd = -1;
+    step = "listen";
+  }
+  if (fd < 0) {
+    throw_errno(env, step, errno);
     return NULL;
   }
   napi_value out;
@@ -361,22 +379,18 @@ static napi_value TransparentConnect(napi_env env, napi_callback_info info) {
     napi_throw_error(env, NULL, "transparentConnect: no event loop");
     return NULL;
   }
-  int fd = socket(dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) {
-    throw_errno(env, "socket", errno);
-    return NULL;
-  }
-  /* As proxsmtpd: SO_REUSEADDR + IP_TRANSPARENT, bind(client_ip:0), connect(original_dst). */
-  int one = 1;
+  /* As proxsmtpd: bound to client_ip:0 with IP_TRANSPARENT, then connect(original_dst). */
   const char *step = NULL;
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) step = "SO_REUSEADDR";
-  else if (set_transparent(fd, dst.ss_family) != 0) step = "IP_TRANSPARENT";
-  else if (bind(fd, (struct sockaddr *)&src, srclen) != 0) step = "bind";
-  else if (connect(fd, (struct sockaddr *)&dst, dstlen) != 0 && errno != EINPROGRESS) step = "connect";
-  if (step != NULL) {
+  int fd = transparent_socket(&src, srclen, &step);
+  if (fd >= 0 && connect(fd, (struct sockaddr *)&dst, dstlen) != 0 && errno != EINPROGRESS) {
     int err = errno;
     close(fd);
-    throw_errno(env, step, err);
+    errno = err;
+    fd = -1;
+    step = "connect";
+  }
+  if (fd < 0) {
+    throw_errno(env, step, errno);
     return NULL;
   }
   connect_req *r = calloc(1, sizeof *r);
