@@ -61,7 +61,10 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
       final = filtered.verdict.reply;
       await s.forward('RSET\r\n');
     } else {
-      [final, outcome, sent] = await deliver(s, filtered?.send ?? file.path, skip ? undefined : header(s));
+      // No filter ran: the message is what the client sent, in memory when it is small.
+      const source = filtered?.send ?? file.path;
+      const unfiltered = skip || s.config.filterCommand === undefined;
+      [final, outcome, sent] = await deliver(s, (unfiltered && received.copy) || source, skip ? undefined : header(s));
     }
   } catch (e) {
     await upstreamIdle?.stop();
@@ -117,13 +120,29 @@ function header(s: Session): string | undefined {
 }
 
 /**
+ * A small message is also kept in memory as it is spooled, so that, when no filter needs the
+ * file, it goes upstream without reading the file back: the '.'-to-250 path then has no file
+ * I/O through the thread pool (issue 7 allows this, with a fixed bound). The spool file is
+ * still written and checked, so a spool failure is a 451 whatever the size.
+ */
+const IN_MEMORY_MAX = 64 * 1024;
+
+interface Received {
+  readonly size: number;
+  readonly error?: SiftError | undefined;
+  /** The whole message, when it is at most IN_MEMORY_MAX bytes. */
+  readonly copy?: Buffer | undefined;
+}
+
+/**
  * Reads the client's data up to CRLF.CRLF into the spool file, with backpressure. A write
  * error does not stop the reading: the rest is discarded and the error reported at the end.
  */
-async function receive(s: Session, file: SpoolFile): Promise<{ size: number; error?: SiftError }> {
+async function receive(s: Session, file: SpoolFile): Promise<Received> {
   const decoder = new DotDecoder();
   let size = 0;
   let error: SiftError | undefined;
+  let copy: Buffer[] | undefined = [];
   const failed = (err: Error): void => {
     error ??= new SiftError('SPOOL_FAILED', `writing ${file.path}: ${err.message}`);
   };
@@ -135,6 +154,8 @@ async function receive(s: Session, file: SpoolFile): Promise<{ size: number; err
     const d = decoder.feed(chunk);
     for (const part of d.parts) {
       size += part.length;
+      if (size > IN_MEMORY_MAX) copy = undefined;
+      else copy?.push(part);
       if (error === undefined && !file.stream.write(part)) {
         // once() rejects on the stream's 'error' (ENOSPC): recorded, and the rest of the
         // data is still read to its end so that no body line is taken for a command.
@@ -143,7 +164,7 @@ async function receive(s: Session, file: SpoolFile): Promise<{ size: number; err
     }
     if (d.done) {
       s.reader.unshift(chunk.subarray(d.used));
-      return { size, error };
+      return { size, error, copy: copy && Buffer.concat(copy) };
     }
   }
 }
@@ -159,7 +180,7 @@ async function drainedOrClosed(file: SpoolFile): Promise<void> {
 }
 
 /** DATA upstream, the spooled message dot-stuffed with CRLF endings, and the final reply. */
-async function deliver(s: Session, path: string, headerText: string | undefined): Promise<[Reply, Outcome, number?]> {
+async function deliver(s: Session, source: string | Buffer, headerText: string | undefined): Promise<[Reply, Outcome, number?]> {
   const dataReply = await s.forward('DATA\r\n');
   if (dataReply.code !== 354) {
     // A refused DATA leaves the envelope open upstream, while for the client the
@@ -180,7 +201,7 @@ async function deliver(s: Session, path: string, headerText: string | undefined)
   };
   let held: Buffer[] = [];
   try {
-    for await (const chunk of outgoing(path, headerText)) {
+    for await (const chunk of outgoing(source, headerText)) {
       if (held.length > 0) await s.upstream.write(count(held));
       held = encoder.encode(chunk);
     }
@@ -196,7 +217,7 @@ async function deliver(s: Session, path: string, headerText: string | undefined)
     // nothing half-sent is ever delivered.
     s.upstream.abort();
     if (e instanceof SiftError || e instanceof ClientGone) throw e;
-    s.log.error(`reading ${path}: ${(e as Error).message}`);
+    s.log.error(`reading ${typeof source === 'string' ? source : 'the message'}: ${(e as Error).message}`);
     return [new SiftError('SPOOL_FAILED', '').reply, 'close'];
   }
   const final = await s.upstream.reply();
