@@ -2,7 +2,7 @@
 // not in the table is relayed byte for byte and the upstream's reply goes back as it is
 // (spec §8); the upstream, not us, enforces the order of commands.
 
-import { hideInitialResponse, pathOf, xforwardAttributes } from '../smtp/command.js';
+import { hideInitialResponse, pathOf, xclientAddr, xforwardAttributes } from '../smtp/command.js';
 import { rewriteHelo } from '../smtp/ehlo.js';
 import { isSuccess, reply } from '../smtp/reply.js';
 import { rejection } from '../filter/verdict.js';
@@ -26,21 +26,20 @@ const helo: Handler = async (s, text, raw) => {
   s.send(rw.reply);
   // proxsmtpd §10.1: after an EHLO that offers XCLIENT, or after any HELO.
   if (s.config.xClient && !s.xclientSent && isSuccess(upstream) && (!ehlo || rw.offersXclient)) {
+    s.xclientSent = true;
     await sendXclient(s, raw);
   }
   return 'continue';
 };
 
 /**
- * `XCLIENT ADDR=` once per connection, so the upstream sees the real client. Postfix
- * answers 220 and starts the session afresh; unlike proxsmtpd we then repeat the client's
- * HELO/EHLO (its reply is not the client's business), so the upstream knows the HELO name.
+ * `XCLIENT ADDR=`, so the upstream sees the real client (once per upstream connection).
+ * Postfix answers 220 and starts the session afresh; unlike proxsmtpd we then repeat the
+ * client's HELO/EHLO (its reply is not the client's business), so the upstream knows it.
  */
-async function sendXclient(s: Session, heloLine: string): Promise<void> {
-  s.xclientSent = true;
+export async function sendXclient(s: Session, heloLine: string): Promise<void> {
   if (s.clientIp === undefined) return;
-  const addr = s.clientIp.includes(':') ? `IPV6:${s.clientIp}` : s.clientIp;
-  const r = await s.forward(`XCLIENT ADDR=${addr}\r\n`);
+  const r = await s.forward(`XCLIENT ADDR=${xclientAddr(s.clientIp)}\r\n`);
   if (!isSuccess(r)) s.log.warn(`server didn't accept XCLIENT: ${r.code}`);
   else if (r.code === 220) await s.forward(heloLine);
 }
@@ -50,11 +49,11 @@ async function sendXclient(s: Session, heloLine: string): Promise<void> {
  * of the envelope goes upstream; DATA also resets the upstream. An authenticated client
  * with `Skip: authenticated` is let through.
  */
-function refusesAll(s: Session): boolean {
+export function refusesAll(s: Session): boolean {
   return s.config.filterType === 'reject' && !skipsFilter(s);
 }
 
-function refuse(s: Session): Outcome {
+export function refuse(s: Session): Outcome {
   s.txn.reset();
   s.send(rejection(s.config.filterReject));
   s.log.info(`client=${s.clientIp ?? 'unix'} status=REJECTED (FilterType reject)`);
@@ -135,7 +134,7 @@ const notImplemented: Handler = async (s) => {
 };
 
 /** A client must not claim another client's identity through us (proxsmtpd §8). */
-const xclient: Handler = async (s) => {
+export const xclient: Handler = async (s) => {
   s.log.warn('client attempted use of privileged XCLIENT feature');
   s.send(reply(554, 'Insufficient authorization'));
   return 'continue';

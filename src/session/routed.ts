@@ -11,12 +11,11 @@
 // closed with QUIT when it routes elsewhere (issue 5).
 
 import { SiftError } from '../errors.js';
-import { rejection } from '../filter/verdict.js';
 import { formatHost, type DestinationList } from '../routing/destinations.js';
-import { pathOf } from '../smtp/command.js';
+import { pathOf, xclientAddr } from '../smtp/command.js';
 import { isSuccess, reply, type Reply } from '../smtp/reply.js';
-import { receiveMessage, skipsFilter } from './data.js';
-import type { Handler } from './handlers.js';
+import { receiveMessage } from './data.js';
+import { refuse, refusesAll, sendXclient, xclient, type Handler } from './handlers.js';
 import type { Outcome, Session } from './session.js';
 
 /** The fixed capability set of routed mode (documented in smtpsiftd(8) ROUTING). */
@@ -35,18 +34,6 @@ function xtext(value: string): string {
 function domainOf(path: string): string {
   const at = path.lastIndexOf('@');
   return at < 0 ? '' : path.slice(at + 1);
-}
-
-function refusesAll(s: Session): boolean {
-  return s.config.filterType === 'reject' && !skipsFilter(s);
-}
-
-function refuse(s: Session): Outcome {
-  s.txn.reset();
-  s.mailLine = undefined;
-  s.send(rejection(s.config.filterReject));
-  s.log.info(`client=${s.clientIp ?? 'unix'} status=REJECTED (FilterType reject)`);
-  return 'continue';
 }
 
 /** Ends the upstream's side of an open transaction (RSET), keeping the connection. */
@@ -82,11 +69,8 @@ async function dial(s: Session, list: DestinationList): Promise<void> {
   if (helo.ehlo && !isSuccess(r)) r = await s.forward(`HELO ${helo.name}\r\n`);
   if (!isSuccess(r)) throw new SiftError('ROUTE_UNAVAILABLE', `${formatHost(d.host)} refused HELO: ${r.code}`);
   const extensions = helo.ehlo ? r.lines.slice(1) : [];
-  if (s.config.xClient && s.clientIp !== undefined && extensions.some((l) => keyword(l) === 'XCLIENT')) {
-    const addr = s.clientIp.includes(':') ? `IPV6:${s.clientIp}` : s.clientIp;
-    const x = await s.forward(`XCLIENT ADDR=${addr}\r\n`);
-    if (x.code === 220) await s.forward(`EHLO ${helo.name}\r\n`);
-    else if (!isSuccess(x)) s.log.warn(`server didn't accept XCLIENT: ${x.code}`);
+  if (s.config.xClient && extensions.some((l) => keyword(l) === 'XCLIENT')) {
+    await sendXclient(s, `EHLO ${helo.name}\r\n`);
   }
   const xf = extensions.find((l) => keyword(l) === 'XFORWARD');
   route.xforward = xf === undefined ? [] : xf.toUpperCase().split(/[ \t]+/).slice(1);
@@ -97,7 +81,7 @@ async function xforward(s: Session): Promise<void> {
   const offered = s.route?.xforward ?? [];
   if (offered.length === 0 || s.clientIp === undefined || s.helo === undefined) return;
   const attrs: string[] = [];
-  if (offered.includes('ADDR')) attrs.push(`ADDR=${s.clientIp.includes(':') ? `IPV6:${s.clientIp}` : s.clientIp}`);
+  if (offered.includes('ADDR')) attrs.push(`ADDR=${xclientAddr(s.clientIp)}`);
   if (offered.includes('HELO')) attrs.push(`HELO=${xtext(s.helo.name)}`);
   if (offered.includes('PROTO')) attrs.push(`PROTO=${s.helo.ehlo ? 'ESMTP' : 'SMTP'}`);
   if (attrs.length === 0) return;
@@ -117,7 +101,6 @@ const helo: Handler = async (s, text) => {
   // name is let go, the next RCPT dials afresh with the new one.
   await dropUpstream(s);
   s.txn.reset();
-  s.mailLine = undefined;
   s.helo = { ehlo, name };
   s.send(ehlo ? reply(250, s.config.serverName, ...routedCapabilities(s.config.pipelining)) : reply(250, s.config.serverName));
   return 'continue';
@@ -132,7 +115,7 @@ const mail: Handler = async (s, text, raw) => {
   // Kept, not sent: the upstream is not known before the first RCPT. Its verdict on this
   // MAIL reaches the client as the reply to that RCPT.
   s.txn.sender = path;
-  s.mailLine = raw;
+  s.txn.mailLine = raw;
   return say(s, reply(250, '2.1.0 Ok'));
 };
 
@@ -145,7 +128,7 @@ const rcpt: Handler = async (s, text, raw) => {
   const router = s.services.router;
   if (router === undefined) throw new Error('routed handler without a router');
   if (refusesAll(s)) return refuse(s);
-  if (s.txn.sender === undefined || s.mailLine === undefined) return say(s, reply(503, '5.5.1 Error: need MAIL command'));
+  if (s.txn.sender === undefined || s.txn.mailLine === undefined) return say(s, reply(503, '5.5.1 Error: need MAIL command'));
   const path = pathOf(text);
   if (path === undefined) return say(s, reply(501, '5.5.4 Syntax: RCPT TO:<address>'));
   const domain = domainOf(path);
@@ -173,7 +156,7 @@ const rcpt: Handler = async (s, text, raw) => {
       if (route === undefined) throw new Error('no route after dial');
       if (!route.mailSent) {
         await xforward(s);
-        const mr = await s.forward(s.mailLine);
+        const mr = await s.forward(s.txn.mailLine);
         // The upstream refused the sender: that is this recipient's answer, verbatim.
         if (!isSuccess(mr)) return say(s, mr);
         route.mailSent = true;
@@ -200,17 +183,13 @@ const data: Handler = async (s) => {
   }
   const outcome = await receiveMessage(s);
   // The message is done (the transaction was reset): the upstream's side of it is too.
-  if (s.txn.sender === undefined) {
-    s.mailLine = undefined;
-    if (s.route !== undefined) s.route.mailSent = false;
-  }
+  if (s.txn.sender === undefined && s.route !== undefined) s.route.mailSent = false;
   return outcome;
 };
 
 const rset: Handler = async (s) => {
   await abandonUpstream(s);
   s.txn.reset();
-  s.mailLine = undefined;
   return say(s, reply(250, '2.0.0 Ok'));
 };
 
@@ -243,8 +222,5 @@ export const ROUTED_HANDLERS: Readonly<Record<string, Handler>> = {
   BDAT: notImplemented,
   ETRN: notImplemented,
   XFORWARD: notImplemented,
-  XCLIENT: async (s) => {
-    s.log.warn('client attempted use of privileged XCLIENT feature');
-    return say(s, reply(554, 'Insufficient authorization'));
-  },
+  XCLIENT: xclient,
 };

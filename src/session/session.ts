@@ -64,8 +64,6 @@ export class Session {
   xclientSent = false;
   /** Routed mode: the client's HELO/EHLO (answered locally), repeated to each upstream. */
   helo: { readonly ehlo: boolean; readonly name: string } | undefined;
-  /** Routed mode: the client's MAIL FROM line, kept until the first RCPT dials an upstream. */
-  mailLine: string | undefined;
   /** The client's last HELO/EHLO argument, for the accounting's %helo. */
   heloName: string | undefined;
   /** Routed mode: the open upstream connection's route, if any. */

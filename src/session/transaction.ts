@@ -19,6 +19,8 @@ export class Transaction {
   /** From an XFORWARD the upstream accepted (ADDR and HELO). */
   remote: string | undefined;
   remoteHelo: string | undefined;
+  /** Routed mode: the client's MAIL FROM line, kept until the first RCPT dials an upstream. */
+  mailLine: string | undefined;
 
   /** RSET, HELO/EHLO and the end of each message start afresh (spec §9). */
   reset(): void {
@@ -26,5 +28,6 @@ export class Transaction {
     this.recipients.length = 0;
     this.remote = undefined;
     this.remoteHelo = undefined;
+    this.mailLine = undefined;
   }
 }

@@ -23,6 +23,11 @@ export function pathOf(line: string): string | undefined {
   return rest.split(/[ \t]/)[0] || undefined;
 }
 
+/** A client address as XCLIENT and XFORWARD write it: `IPV6:` before an IPv6 one. */
+export function xclientAddr(ip: string): string {
+  return ip.includes(':') ? `IPV6:${ip}` : ip;
+}
+
 /** xtext (RFC 3461 §4): `+XX` is the byte XX in hex. */
 function xtextDecode(value: string): string {
   return value.replace(/\+([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
