@@ -75,6 +75,7 @@ test('the encoder matches the reference whatever the chunking', () => {
     const enc = new DotEncoder();
     const out = Buffer.concat([...splits(r, msg).flatMap((p) => enc.encode(p)), enc.end()]);
     assert.equal(out.toString('latin1'), encodeRef(msg).toString('latin1'), `message ${JSON.stringify(msg.toString('latin1'))}`);
+    assert.equal(enc.contentBytes, decodeChunks([out])?.msg.length, 'counted whatever the chunking');
   }
 });
 
@@ -102,6 +103,7 @@ test('decode(encode(m)) is m with CRLF line endings, for every message', () => {
     const back = decodeChunks(splits(r, Buffer.concat([Buffer.from(''), wire])));
     assert.ok(back, 'the encoded message ends');
     assert.equal(back.used, wire.length, 'it ends exactly at its terminator');
+    assert.equal(enc.contentBytes, back.msg.length, 'the encoder counts what the upstream stores');
     const normal = encodeRef(msg).toString('latin1').slice(0, -3).replace(/^\.\./gm, '.');
     assert.equal(back.msg.toString('latin1'), normal);
   }

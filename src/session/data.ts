@@ -189,20 +189,12 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
     await s.forward('RSET\r\n');
     return [dataReply, 'continue'];
   }
+  // The encoder also counts what the upstream stores (the accounting's %msize).
   const encoder = new DotEncoder();
-  // What the upstream receives, counted as it will see it once unstuffed (the accounting's
-  // %msize): CRLF endings, the Header in, without the end-of-data line.
-  const counter = new DotDecoder();
-  let sent = 0;
-  const count = (bufs: Buffer[]): Buffer => {
-    const b = Buffer.concat(bufs);
-    for (const part of counter.feed(b).parts) sent += part.length;
-    return b;
-  };
   let held: Buffer[] = [];
   try {
     for await (const chunk of outgoing(source, headerText)) {
-      if (held.length > 0) await s.upstream.write(count(held));
+      if (held.length > 0) await s.upstream.write(Buffer.concat(held));
       held = encoder.encode(chunk);
     }
     if (s.socket.destroyed) {
@@ -211,7 +203,7 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
     }
     // The last piece and the end of data in one write (design invariant 7).
     held.push(encoder.end());
-    await s.upstream.write(count(held));
+    await s.upstream.write(Buffer.concat(held));
   } catch (e) {
     // The upstream has part of the message: only dropping the connection guarantees that
     // nothing half-sent is ever delivered.
@@ -222,7 +214,7 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
   }
   const final = await s.upstream.reply();
   s.log.debug(`SERVER > ${q(summary(final))}`);
-  return [final, 'continue', sent];
+  return [final, 'continue', encoder.contentBytes];
 }
 
 function logMessage(s: Session, size: number, final: Reply | undefined, action: Verdict['action'] | undefined, sent?: number): void {

@@ -95,9 +95,12 @@ export class DotDecoder {
 export class DotEncoder {
   private lineStart = true;
   private pendingCR = false;
+  /** The message as the upstream stores it: CRLF endings, no stuffing, no final dot line. */
+  contentBytes = 0;
 
   encode(buf: Buffer): Buffer[] {
     const out: Buffer[] = [];
+    let stuffed = 0;
     const len = buf.length;
     let seg = 0;
     let i = 0;
@@ -113,6 +116,7 @@ export class DotEncoder {
       if (this.lineStart && buf[i] === DOT) {
         if (i > seg) out.push(buf.subarray(seg, i));
         out.push(DOT_ONLY);
+        stuffed++;
         seg = i;
       }
       this.lineStart = false;
@@ -129,7 +133,7 @@ export class DotEncoder {
         if (j > seg) out.push(buf.subarray(seg, j));
         seg = i = len;
         this.pendingCR = true;
-        return out;
+        return this.counted(out, stuffed);
       } else if (buf[j + 1] === LF) {
         i = j + 2;
       } else {
@@ -140,12 +144,19 @@ export class DotEncoder {
       this.lineStart = true;
     }
     if (len > seg) out.push(buf.subarray(seg, len));
+    return this.counted(out, stuffed);
+  }
+
+  private counted(out: Buffer[], stuffed: number): Buffer[] {
+    for (const b of out) this.contentBytes += b.length;
+    this.contentBytes -= stuffed;
     return out;
   }
 
   /** The end of the data: a CRLF if the message did not end with one, then `.` CRLF. */
   end(): Buffer {
     const needsCRLF = this.pendingCR || !this.lineStart;
+    if (needsCRLF) this.contentBytes += 2;
     this.pendingCR = false;
     this.lineStart = true;
     return Buffer.from(needsCRLF ? '\r\n.\r\n' : '.\r\n');
