@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, renameSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { syslogCollector } from './helpers/syslog.js';
 import { join } from 'node:path';
 import { ConfigError } from '../src/config/errors.js';
 import { parseConfig } from '../src/config/load.js';
@@ -17,20 +17,6 @@ import { scripts } from './helpers/filter.js';
 import { configFile, runDaemonCli, runSift, waitFor } from './helpers/process.js';
 import { RecordingUpstream } from './helpers/upstream.js';
 
-interface DgramSocket {
-  bind(path: string): void;
-  on(event: 'error', cb: (e: Error) => void): void;
-  close(): void;
-}
-
-function syslogCollector(path: string): { lines: string[]; close: () => void } {
-  const { createSocket } = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram', cb: (msg: Buffer) => void): DgramSocket };
-  const lines: string[] = [];
-  const socket = createSocket('unix_dgram', (msg) => lines.push(msg.toString('latin1')));
-  socket.on('error', () => undefined);
-  socket.bind(path);
-  return { lines, close: () => socket.close() };
-}
 
 /** The upstream's copy of a message as its own content: dot-unstuffed (it keeps its final CRLF). */
 function unstuffed(raw: Buffer): number {

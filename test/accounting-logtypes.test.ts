@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { syslogCollector } from './helpers/syslog.js';
 import { join } from 'node:path';
 import { Accounting, accountingProblems, parseLogType, type LogType } from '../src/accounting/accounting.js';
 import { CounterReader } from '../src/accounting/counters.js';
@@ -13,20 +13,6 @@ import { messageEvent, type MessageStatus } from '../src/accounting/event.js';
 import { tempDir } from './helpers/daemon.js';
 import { waitFor } from './helpers/process.js';
 
-interface DgramSocket {
-  bind(path: string): void;
-  on(event: 'error', cb: (e: Error) => void): void;
-  close(): void;
-}
-
-function syslogCollector(path: string): { lines: string[]; close: () => void } {
-  const { createSocket } = createRequire(import.meta.url)('unix-dgram') as { createSocket(type: 'unix_dgram', cb: (msg: Buffer) => void): DgramSocket };
-  const lines: string[] = [];
-  const socket = createSocket('unix_dgram', (msg) => lines.push(msg.toString('latin1')));
-  socket.on('error', () => undefined);
-  socket.bind(path);
-  return { lines, close: () => socket.close() };
-}
 
 function ev(status: MessageStatus, size: number) {
   return messageEvent({ id: `id-${status}`, date: new Date(), sender: '', clientIp: '::ffff:192.0.2.3', helo: 'h', recipients: ['a@d.example', 'b@d.example'], destination: 'mx:25', status, reply: '250 ok', size, durationMs: 1 });

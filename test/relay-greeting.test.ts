@@ -1,5 +1,6 @@
 // Issue 2, the relay: the greeting and the HELO/EHLO reply the client sees (spec §6, §7).
 
+import { SPEC_EHLO } from './helpers/upstream.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { withRelay } from './helpers/relay.js';
@@ -103,21 +104,7 @@ test('every extension proxsmtpd hides is removed, case-insensitively, and a remo
 });
 
 test('the spec §7 example list is rewritten as proxsmtpd does, PIPELINING aside', T, async () => {
-  const ehlo = [
-    '250-upstream.test',
-    '250-PIPELINING',
-    '250-SIZE 104857600',
-    '250-VRFY',
-    '250-ETRN',
-    '250-STARTTLS',
-    '250-AUTH PLAIN LOGIN',
-    '250-ENHANCEDSTATUSCODES',
-    '250-8BITMIME',
-    '250-DSN',
-    '250-SMTPUTF8',
-    '250-CHUNKING',
-    '250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT',
-  ];
+  const ehlo = SPEC_EHLO;
   await withRelay({ upstream: { ehlo } }, async ({ connect }) => {
     const c = await connect();
     await c.reply();

@@ -72,6 +72,17 @@ export class RawClient {
     }, timeoutMs);
   }
 
+  /** Reads the 220 greeting and, unless `helo` is null, says HELO/EHLO; throws if refused. */
+  async greet(helo: string | null = 'EHLO client.test'): Promise<this> {
+    const greeting = await this.reply();
+    if (!greeting.startsWith('220')) throw new Error(`greeting: ${JSON.stringify(greeting)}`);
+    if (helo !== null) {
+      const r = await this.command(helo);
+      if (!r.startsWith('250')) throw new Error(`${helo}: ${JSON.stringify(r)}`);
+    }
+    return this;
+  }
+
   /** Sends a command and returns its reply. */
   async command(line: string, timeoutMs = 5000): Promise<string> {
     this.send(`${line}\r\n`);

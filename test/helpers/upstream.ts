@@ -46,6 +46,23 @@ export const DEFAULT_EHLO = [
   '250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT',
 ];
 
+/** The EHLO reply of proxsmtpd-behavior.md §7's example (Postfix's list, in its order). */
+export const SPEC_EHLO = [
+  '250-upstream.test',
+  '250-PIPELINING',
+  '250-SIZE 104857600',
+  '250-VRFY',
+  '250-ETRN',
+  '250-STARTTLS',
+  '250-AUTH PLAIN LOGIN',
+  '250-ENHANCEDSTATUSCODES',
+  '250-8BITMIME',
+  '250-DSN',
+  '250-SMTPUTF8',
+  '250-CHUNKING',
+  '250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT',
+];
+
 export class RecordingUpstream {
   readonly sessions: UpstreamSession[] = [];
   private server: Server;
