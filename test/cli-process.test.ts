@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { SMTPSIFTD, startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 import { RawClient } from './helpers/client.js';
 import { RecordingUpstream } from './helpers/upstream.js';
-import { alive, freePort, owner, privateSpoolDirs, procSession, procStatus, run, spoolFiles, waitFor } from './helpers/process.js';
+import { alive, freePort, owner, privateSpoolDirs, procSession, procStatus, run, SPILLED, spoolFiles, waitFor } from './helpers/process.js';
 
 const SHUTDOWN = '421 4.3.2 Service shutting down, closing connection\r\n';
 const isRoot = process.getuid?.() === 0;
@@ -49,8 +49,8 @@ test('SIGTERM: an idle session gets 421 at once, a message in DATA is delivered 
     assert.match(await busy.command('MAIL FROM:<a@example.org>'), /^250 /);
     assert.match(await busy.command('RCPT TO:<b@example.net>'), /^250 /);
     assert.match(await busy.command('DATA'), /^354 /);
-    busy.send('Subject: drain\r\n\r\nfirst half\r\n');
-    // The first half is in the spool before the signal.
+    busy.send(`Subject: drain\r\n\r\n${SPILLED}first half\r\n`);
+    // The first half is in the spool before the signal (it is too big to be held in memory).
     await waitFor(() => spoolFiles(d.spoolDir).length === 1 && readFileSync(spoolFiles(d.spoolDir)[0] ?? '').length > 0, 'the spool file');
     assert.equal(privateSpoolDirs(d.spoolDir).length, 1);
 
@@ -68,7 +68,7 @@ test('SIGTERM: an idle session gets 421 at once, a message in DATA is delivered 
     assert.equal(await busy.reply(), SHUTDOWN);
     await busy.waitClosed();
     assert.equal(up.messages.length, 1);
-    assert.equal(up.messages[0]?.toString('latin1'), 'Subject: drain\r\n\r\nfirst half\r\nsecond half\r\n');
+    assert.equal(up.messages[0]?.toString('latin1'), `Subject: drain\r\n\r\n${SPILLED}first half\r\nsecond half\r\n`);
 
     assert.equal(await d.exited, 0);
     assert.equal(existsSync(pidFile), false, 'pid file removed');
@@ -182,7 +182,7 @@ test('User: nobody, Listen below 1024: bound as root, then uid 65534; the spool 
     assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);
     assert.match(await c.command('RCPT TO:<b@example.net>'), /^250 /);
     assert.match(await c.command('DATA'), /^354 /);
-    c.send('Subject: as nobody\r\n\r\n');
+    c.send(`Subject: as nobody\r\n\r\n${SPILLED}`);
     const file = await waitFor(() => spoolFiles(spool)[0], 'the spool file');
     assert.deepEqual(owner(file), { uid: 65534, mode: 0o600 });
     c.send('body\r\n.\r\n');

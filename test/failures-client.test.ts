@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { startDaemon, type Daemon } from './helpers/daemon.js';
 import { RawClient } from './helpers/client.js';
 import { RecordingUpstream } from './helpers/upstream.js';
-import { spoolFiles, waitFor } from './helpers/process.js';
+import { SPILLED, spoolFiles, waitFor } from './helpers/process.js';
 
 const IDLE = '421 4.4.2 Timeout exceeded, closing connection\r\n';
 
@@ -56,7 +56,7 @@ test('client disconnects in the middle of DATA: nothing delivered, the spool fil
     const c = await RawClient.connect(d.port);
     assert.equal(await c.reply(), '220 smtp.passthru\r\n');
     await envelope(c);
-    c.send('Subject: half\r\n\r\nonly half of it\r\n');
+    c.send(`Subject: half\r\n\r\n${SPILLED}only half of it\r\n`);
     const file = await waitFor(() => spoolFiles(d.spoolDir)[0], 'the spool file');
     await waitFor(() => readFileSync(file, 'latin1').includes('only half'), 'the data in the spool');
     c.close();
@@ -116,7 +116,7 @@ test('client silent past TimeOut in the middle of DATA: 421 4.4.2 and close, not
     const c = await RawClient.connect(d.port);
     assert.equal(await c.reply(), '220 smtp.passthru\r\n');
     await envelope(c);
-    c.send('Subject: stalled\r\n\r\nand then nothing');
+    c.send(`Subject: stalled\r\n\r\n${SPILLED}and then nothing`);
     await waitFor(() => spoolFiles(d.spoolDir)[0], 'the spool file');
     const t0 = Date.now();
     assert.equal(await c.reply(3000), IDLE);

@@ -14,6 +14,10 @@ import { owner, privateSpoolDirs, spoolFiles } from './helpers/process.js';
 
 const SPOOL_FAILED = '451 4.3.0 Local Error: cannot spool the message, try again later\r\n';
 const isRoot = process.getuid?.() === 0;
+/** Options that make every message go through a filter, hence through a spool file. */
+const FILTERED = { FilterCommand: 'cat', FilterType: 'pipe' };
+/** A message over the 64 KiB a message may hold in memory. */
+const BIG = `Subject: big\r\n\r\n${`${'b'.repeat(78)}\r\n`.repeat(1000)}`;
 
 async function envelope(c: RawClient): Promise<void> {
   assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);
@@ -30,9 +34,10 @@ async function message(c: RawClient, body: string): Promise<string> {
 async function withDaemon(
   fn: (d: Daemon, up: RecordingUpstream, c: RawClient) => Promise<void>,
   start?: Parameters<typeof startDaemon>[2],
+  options: Record<string, string> = {},
 ): Promise<void> {
   const up = await RecordingUpstream.start();
-  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, TimeOut: '5' }, ['-d', '4'], start);
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, TimeOut: '5', ...options }, ['-d', '4'], start);
   const c = await RawClient.connect(d.port);
   try {
     assert.equal(await c.reply(), '220 smtp.passthru\r\n');
@@ -45,7 +50,9 @@ async function withDaemon(
   }
 }
 
-test('TempDirectory removed while running: DATA gets 451 (before any data), the upstream gets RSET, the session goes on', async () => {
+// A message for a filter is spooled from its first byte (the filter reads a file), so a
+// spool that cannot be used is known before any data is sent.
+test('TempDirectory removed while running, with a filter: DATA gets 451 (before any data), the upstream gets RSET, the session goes on', async () => {
   await withDaemon(async (d, up, c) => {
     rmSync(d.spoolDir, { recursive: true, force: true });
     await envelope(c);
@@ -68,22 +75,46 @@ test('TempDirectory removed while running: DATA gets 451 (before any data), the 
     assert.equal(owner(dirs[0] ?? '').mode, 0o700);
     assert.deepEqual(spoolFiles(d.spoolDir), []);
     assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
-  });
+  }, undefined, FILTERED);
 });
 
-test('only the private spool directory removed (a tmp cleaner): made again (0700) and the message is delivered', async () => {
+test('only the private spool directory removed (a tmp cleaner): made again (0700) and a message too big for memory is delivered', async () => {
   await withDaemon(async (d, up, c) => {
     const [dir] = privateSpoolDirs(d.spoolDir);
     assert.ok(dir);
     rmSync(dir, { recursive: true });
-    assert.equal(await message(c, 'Subject: x\r\n\r\nx\r\n'), '250 2.0.0 Ok: queued as Q1\r\n');
+    assert.equal(await message(c, BIG), '250 2.0.0 Ok: queued as Q1\r\n');
     await d.waitForLog(/the spool directory .* was removed; made it again/);
     assert.ok(existsSync(dir));
     assert.equal(owner(dir).mode, 0o700);
     assert.equal(up.messages.length, 1);
+    assert.equal(up.messages[0]?.toString("latin1"), BIG);
     assert.deepEqual(spoolFiles(d.spoolDir), []);
   });
 });
+
+// Without a filter, a message of up to 64 KiB is kept in memory and never touches the disk
+// (issue 7); one that outgrows that bound is moved to a spool file as it arrives.
+test('no filter, TempDirectory removed: a small message is still delivered; one over 64 KiB is read to its end, then 451; the session goes on', async () => {
+  await withDaemon(async (d, up, c) => {
+    rmSync(d.spoolDir, { recursive: true, force: true });
+    assert.equal(await message(c, 'Subject: small\r\n\r\nsmall\r\n'), '250 2.0.0 Ok: queued as Q1\r\n');
+    assert.equal(up.messages.length, 1);
+    await envelope(c);
+    assert.equal(await c.command('DATA'), '354 Start mail input; end with <CRLF>.<CRLF>\r\n');
+    c.send(BIG.replace('\r\n\r\n', '\r\n\r\nNOOP\r\nRSET\r\n'));
+    // All of it is data: no reply until the end of data.
+    const early = await c.reply(300).catch((e: Error) => e);
+    assert.ok(early instanceof Error && /^timeout/.test(early.message), `a reply before the end of data: ${String(early)}`);
+    c.send('.\r\n');
+    assert.equal(await c.reply(), SPOOL_FAILED);
+    await d.waitForLog(/cannot create .*ENOENT/);
+    assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n');
+    assert.deepEqual(up.sessions[0]?.commands.slice(-2), ['RSET\r\n', 'NOOP\r\n']);
+    assert.equal(up.messages.length, 1);
+  });
+});
+
 
 /**
  * Runs the daemon in a private mount namespace with a 256 KiB tmpfs as its TempDirectory

@@ -2,12 +2,11 @@
 // and give the client the upstream's final reply. The client's data is always read to its
 // CRLF.CRLF, whatever fails meanwhile, so no body line is ever taken for a command.
 
-import { once } from 'node:events';
 import { rmSync } from 'node:fs';
 import { SiftError } from '../errors.js';
 import { DotDecoder, DotEncoder } from '../smtp/dot.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
-import type { SpoolFile } from '../spool/spool.js';
+import { MessageStore } from '../spool/message.js';
 import { q } from '../log/logger.js';
 import { filterMessage, type FilterRequest } from '../filter/filter.js';
 import { expandHeader } from '../filter/header.js';
@@ -35,10 +34,11 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     s.send(reply(554, '5.5.1 No valid recipients'));
     return 'continue';
   }
-  const file = await openSpool(s);
-  if (file === undefined) return 'continue';
-  const skip = skipsFilter(s);
-  const output = s.services.spool.path();
+  const filtered = !skipsFilter(s) && s.config.filterCommand !== undefined;
+  const store = await openStore(s, filtered);
+  if (store === undefined) return 'continue';
+  // A fresh private path for a pipe filter's output.
+  const output = filtered && s.config.filterType === 'pipe' ? s.services.spool.path() : undefined;
   let size = 0;
   /** Bytes the upstream was sent (unstuffed), once the whole message went up. */
   let sent: number | undefined;
@@ -49,22 +49,20 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
   try {
     s.send(reply(354, 'Start mail input; end with <CRLF>.<CRLF>'));
     upstreamIdle = keepAlive(s.upstream, s.config.keepAlives, s.log);
-    const received = await receive(s, file);
-    size = received.size;
-    if (received.error) throw received.error;
-    await file.finish();
-    const filtered = skip ? undefined : await filterMessage({ config: s.config, log: s.log, message: file.path, output, facts: facts(s) });
+    size = await receive(s, store);
+    const message = await store.finish();
+    const verdict =
+      filtered && typeof message === 'string'
+        ? await filterMessage({ config: s.config, log: s.log, message, output: output ?? '', facts: facts(s) })
+        : undefined;
     await upstreamIdle.stop();
-    action = filtered?.verdict.action;
-    if (filtered !== undefined && filtered.verdict.action !== 'accept') {
+    action = verdict?.verdict.action;
+    if (verdict !== undefined && verdict.verdict.action !== 'accept') {
       // The filter decided: the client gets its reply, the upstream forgets the envelope.
-      final = filtered.verdict.reply;
+      final = verdict.verdict.reply;
       await s.forward('RSET\r\n');
     } else {
-      // No filter ran: the message is what the client sent, in memory when it is small.
-      const source = filtered?.send ?? file.path;
-      const unfiltered = skip || s.config.filterCommand === undefined;
-      [final, outcome, sent] = await deliver(s, (unfiltered && received.copy) || source, skip ? undefined : header(s));
+      [final, outcome, sent] = await deliver(s, verdict?.send ?? message, skipsFilter(s) ? undefined : header(s));
     }
   } catch (e) {
     await upstreamIdle?.stop();
@@ -77,8 +75,8 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     final = e.reply;
     if (!s.upstream.isClosed) await s.forward('RSET\r\n');
   } finally {
-    file.remove();
-    rmSync(output, { force: true });
+    store.remove();
+    if (output !== undefined) rmSync(output, { force: true });
   }
   s.send(final);
   logMessage(s, size, final, action, sent);
@@ -86,10 +84,13 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
   return outcome;
 }
 
-/** The message's spool file; if it cannot be made, a 451 before any data is sent. */
-async function openSpool(s: Session): Promise<SpoolFile | undefined> {
+/**
+ * Where the message will be received; a message for a filter goes to a spool file, and if
+ * that cannot be made, the client gets a 451 before sending any data.
+ */
+async function openStore(s: Session, toFile: boolean): Promise<MessageStore | undefined> {
   try {
-    return s.services.spool.open();
+    return new MessageStore(s.services.spool, toFile);
   } catch (e) {
     if (!(e instanceof SiftError)) throw e;
     s.log.error(e.message);
@@ -120,33 +121,13 @@ function header(s: Session): string | undefined {
 }
 
 /**
- * A small message is also kept in memory as it is spooled, so that, when no filter needs the
- * file, it goes upstream without reading the file back: the '.'-to-250 path then has no file
- * I/O through the thread pool (issue 7 allows this, with a fixed bound). The spool file is
- * still written and checked, so a spool failure is a 451 whatever the size.
+ * Reads the client's data up to CRLF.CRLF into the store, with backpressure; returns its
+ * size. A spool failure does not stop the reading: the rest is discarded, and the failure
+ * is reported when the store is finished, so that no body line is taken for a command.
  */
-const IN_MEMORY_MAX = 64 * 1024;
-
-interface Received {
-  readonly size: number;
-  readonly error?: SiftError | undefined;
-  /** The whole message, when it is at most IN_MEMORY_MAX bytes. */
-  readonly copy?: Buffer | undefined;
-}
-
-/**
- * Reads the client's data up to CRLF.CRLF into the spool file, with backpressure. A write
- * error does not stop the reading: the rest is discarded and the error reported at the end.
- */
-async function receive(s: Session, file: SpoolFile): Promise<Received> {
+async function receive(s: Session, store: MessageStore): Promise<number> {
   const decoder = new DotDecoder();
   let size = 0;
-  let error: SiftError | undefined;
-  let copy: Buffer[] | undefined = [];
-  const failed = (err: Error): void => {
-    error ??= new SiftError('SPOOL_FAILED', `writing ${file.path}: ${err.message}`);
-  };
-  file.stream.on('error', failed);
   for (;;) {
     const chunk = await s.reader.chunk(s.timeoutMs);
     if (chunk === 'eof') throw new ClientGone('client closed the connection during DATA');
@@ -154,32 +135,16 @@ async function receive(s: Session, file: SpoolFile): Promise<Received> {
     const d = decoder.feed(chunk);
     for (const part of d.parts) {
       size += part.length;
-      if (size > IN_MEMORY_MAX) copy = undefined;
-      else copy?.push(part);
-      if (error === undefined && !file.stream.write(part)) {
-        // once() rejects on the stream's 'error' (ENOSPC): recorded, and the rest of the
-        // data is still read to its end so that no body line is taken for a command.
-        await drainedOrClosed(file).catch(failed);
-      }
+      await store.write(part);
     }
     if (d.done) {
       s.reader.unshift(chunk.subarray(d.used));
-      return { size, error, copy: copy && Buffer.concat(copy) };
+      return size;
     }
   }
 }
 
-/** Waits for the spool file to take more, or to fail; leaves no listener behind. */
-async function drainedOrClosed(file: SpoolFile): Promise<void> {
-  const ac = new AbortController();
-  try {
-    await Promise.race([once(file.stream, 'drain', { signal: ac.signal }), once(file.stream, 'close', { signal: ac.signal })]);
-  } finally {
-    ac.abort();
-  }
-}
-
-/** DATA upstream, the spooled message dot-stuffed with CRLF endings, and the final reply. */
+/** DATA upstream, the message dot-stuffed with CRLF endings, and the final reply. */
 async function deliver(s: Session, source: string | Buffer, headerText: string | undefined): Promise<[Reply, Outcome, number?]> {
   const dataReply = await s.forward('DATA\r\n');
   if (dataReply.code !== 354) {

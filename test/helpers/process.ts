@@ -62,6 +62,12 @@ export function privateSpoolDirs(tempDirectory: string): string[] {
     .map((n) => join(tempDirectory, n));
 }
 
+/**
+ * Message lines over the 64 KiB a message may hold in memory: a message with them is
+ * moved to a spool file as it arrives (an unfiltered small one never touches the disk).
+ */
+export const SPILLED = `${'s'.repeat(998)}\r\n`.repeat(70);
+
 /** Every file in the daemon's private spool directories: must be empty between messages. */
 export function spoolFiles(tempDirectory: string): string[] {
   return privateSpoolDirs(tempDirectory).flatMap((d) => (existsSync(d) ? readdirSync(d).map((n) => join(d, n)) : []));
