@@ -50,7 +50,7 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     s.send(reply(354, 'Start mail input; end with <CRLF>.<CRLF>'));
     upstreamIdle = keepAlive(s.upstream, s.config.keepAlives, s.log);
     size = await receive(s, store);
-    const message = await store.finish();
+    const message = store.finish();
     const verdict =
       filtered && typeof message === 'string'
         ? await filterMessage({ config: s.config, log: s.log, message, output: output ?? '', facts: facts(s) })
@@ -121,8 +121,8 @@ function header(s: Session): string | undefined {
 }
 
 /**
- * Reads the client's data up to CRLF.CRLF into the store, with backpressure; returns its
- * size. A spool failure does not stop the reading: the rest is discarded, and the failure
+ * Reads the client's data up to CRLF.CRLF into the store; returns its size. The store
+ * writes synchronously, so the socket reader's high-water mark is the backpressure. A spool failure does not stop the reading: the rest is discarded, and the failure
  * is reported when the store is finished, so that no body line is taken for a command.
  */
 async function receive(s: Session, store: MessageStore): Promise<number> {
@@ -135,7 +135,7 @@ async function receive(s: Session, store: MessageStore): Promise<number> {
     const d = decoder.feed(chunk);
     for (const part of d.parts) {
       size += part.length;
-      await store.write(part);
+      store.write(part);
     }
     if (d.done) {
       s.reader.unshift(chunk.subarray(d.used));

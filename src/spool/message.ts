@@ -3,7 +3,6 @@
 // session stays bounded). A filter reads a file, so a message that will be filtered goes to
 // the file from its first byte, and a spool that cannot be used is a 451 before any data.
 
-import { once } from 'node:events';
 import { SiftError } from '../errors.js';
 import type { Spool, SpoolFile } from './spool.js';
 
@@ -26,36 +25,36 @@ export class MessageStore {
     private readonly spool: Spool,
     toFile: boolean,
   ) {
-    if (toFile) this.file = this.watch(spool.open());
+    if (toFile) this.file = spool.open();
   }
 
-  get error(): SiftError | undefined {
-    return this.failure;
-  }
-
-  /** Takes a piece of the message; resolves when the file can take more (backpressure). */
-  async write(part: Buffer): Promise<void> {
+  /** Takes a piece of the message. A failure is kept for finish(), and the rest dropped. */
+  write(part: Buffer): void {
     if (this.failure !== undefined) return;
-    if (this.file === undefined) {
-      if (this.heldBytes + part.length <= IN_MEMORY_MAX) {
-        this.held.push(part);
-        this.heldBytes += part.length;
-        return;
-      }
-      if (!this.spill()) return;
+    try {
+      if (this.file !== undefined) return this.file.write(part);
+      this.held.push(part);
+      this.heldBytes += part.length;
+      if (this.heldBytes <= IN_MEMORY_MAX) return;
+      // Too big for memory: from now on, the spool file.
+      const file = (this.file = this.spool.open());
+      for (const held of this.held) file.write(held);
+      this.held = [];
+    } catch (e) {
+      if (!(e instanceof SiftError)) throw e;
+      this.failure = e;
+      this.held = [];
     }
-    const file = this.file;
-    if (file !== undefined && !file.stream.write(part)) await drainedOrClosed(file).catch((e: Error) => this.failed(e));
   }
 
   /**
    * The whole message, once the client's data has ended: its bytes when it stayed in memory,
-   * else the path of its flushed and closed spool file. Rejects with the spool's failure.
+   * else the path of its closed spool file. Throws the spool's failure.
    */
-  async finish(): Promise<string | Buffer> {
+  finish(): string | Buffer {
     if (this.failure !== undefined) throw this.failure;
     if (this.file === undefined) return this.held.length === 1 ? (this.held[0] as Buffer) : Buffer.concat(this.held, this.heldBytes);
-    await this.file.finish();
+    this.file.finish();
     return this.file.path;
   }
 
@@ -63,39 +62,5 @@ export class MessageStore {
   remove(): void {
     this.file?.remove();
     this.held = [];
-  }
-
-  /** Moves what is held into a new spool file; false when the file cannot be made. */
-  private spill(): boolean {
-    try {
-      this.file = this.watch(this.spool.open());
-    } catch (e) {
-      if (!(e instanceof SiftError)) throw e;
-      this.failure = e;
-      this.held = [];
-      return false;
-    }
-    for (const held of this.held) this.file.stream.write(held);
-    this.held = [];
-    return true;
-  }
-
-  private watch(file: SpoolFile): SpoolFile {
-    file.stream.on('error', (e: Error) => this.failed(e));
-    return file;
-  }
-
-  private failed(e: Error): void {
-    this.failure ??= new SiftError('SPOOL_FAILED', `writing ${this.file?.path ?? 'the spool'}: ${e.message}`);
-  }
-}
-
-/** Waits for the spool file to take more, or to fail; leaves no listener behind. */
-async function drainedOrClosed(file: SpoolFile): Promise<void> {
-  const ac = new AbortController();
-  try {
-    await Promise.race([once(file.stream, 'drain', { signal: ac.signal }), once(file.stream, 'close', { signal: ac.signal })]);
-  } finally {
-    ac.abort();
   }
 }

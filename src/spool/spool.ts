@@ -1,8 +1,7 @@
 // The private spool (design invariant 6): one directory of mode 0700 per daemon under
 // TempDirectory, one file of mode 0600 per message, removed on every path.
 
-import { constants, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync } from 'node:fs';
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, unlinkSync, writevSync } from 'node:fs';
 import { join } from 'node:path';
 import { SiftError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -19,36 +18,81 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Pieces are gathered up to this many bytes and written in one writev. The writes are
+ * synchronous, as nginx writes request bodies to its temporary files: a write to the page
+ * cache costs less than a round trip through the thread pool (measured on this 2-core VM:
+ * the hand-off alone was a fifth of the daemon's CPU for 1 MB messages), and a failure
+ * (ENOSPC) is known at once. TempDirectory should therefore be a local file system.
+ */
+const FLUSH_AT = 256 * 1024;
+
 export class SpoolFile {
-  readonly stream: WriteStream;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  private fd: number | undefined;
   private removed = false;
 
   constructor(
     readonly path: string,
     fd: number,
   ) {
-    this.stream = createWriteStream('', { fd, highWaterMark: 64 * 1024 });
-    this.stream.on('error', () => undefined); // seen by the writer through write callbacks
+    this.fd = fd;
   }
 
-  /** Flushes and closes the file; rejects with a spool error when a write failed. */
-  finish(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.stream.end((err?: Error | null) => {
-        if (err) reject(new SiftError('SPOOL_FAILED', `writing ${this.path}: ${err.message}`));
-        else resolve();
-      });
-    });
+  /** Takes a piece; throws the SPOOL_FAILED error when writing fails. */
+  write(part: Buffer): void {
+    this.pending.push(part);
+    this.pendingBytes += part.length;
+    if (this.pendingBytes >= FLUSH_AT) this.flush();
+  }
+
+  /** Writes what is left and closes the file; throws the SPOOL_FAILED error on failure. */
+  finish(): void {
+    this.flush();
+    const fd = this.fd;
+    this.fd = undefined;
+    if (fd !== undefined) this.attempt(() => closeSync(fd));
   }
 
   remove(): void {
     if (this.removed) return;
     this.removed = true;
-    this.stream.destroy();
+    this.pending = [];
+    try {
+      if (this.fd !== undefined) closeSync(this.fd);
+    } catch {
+      // nothing more can be done with it
+    }
+    this.fd = undefined;
     try {
       unlinkSync(this.path);
     } catch {
       // already gone
+    }
+  }
+
+  private flush(): void {
+    let left = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    const fd = this.fd;
+    if (fd === undefined) return;
+    while (left.length > 0) {
+      // A short write (rare on a file) leaves the rest for the next writev.
+      let n = this.attempt(() => writevSync(fd, left));
+      let i = 0;
+      while (i < left.length && n >= (left[i] as Buffer).length) n -= (left[i++] as Buffer).length;
+      left = left.slice(i);
+      if (n > 0) left[0] = (left[0] as Buffer).subarray(n);
+    }
+  }
+
+  private attempt<T>(io: () => T): T {
+    try {
+      return io();
+    } catch (e) {
+      throw new SiftError('SPOOL_FAILED', `writing ${this.path}: ${(e as Error).message}`);
     }
   }
 }

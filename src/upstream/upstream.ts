@@ -3,6 +3,7 @@
 
 import { connect, Socket } from 'node:net';
 import { once } from 'node:events';
+import { drained } from '../net/drain.js';
 import { SiftError } from '../errors.js';
 import { transparentConnect } from '../native.js';
 import { SocketReader } from '../net/reader.js';
@@ -122,19 +123,10 @@ export class Upstream {
   }
 
   private async drained(): Promise<void> {
-    const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(), this.timeoutMs);
-    try {
-      await Promise.race([once(this.socket, 'drain', { signal: ac.signal }), once(this.socket, 'close', { signal: ac.signal })]);
-    } catch (e) {
-      // once() also rejects on the socket's 'error' (EPIPE, ECONNRESET): that is a
-      // connection gone, not a timeout; only our own abort means the time ran out.
-      if (!ac.signal.aborted) throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${(e as Error).message}`);
-      throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
-    } finally {
-      clearTimeout(timer);
-      ac.abort();
-    }
+    const r = await drained(this.socket, this.timeoutMs);
+    // An 'error' (EPIPE, ECONNRESET) is a connection gone, not a timeout.
+    if (r.kind === 'error') throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${r.error.message}`);
+    if (r.kind === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
     if (this.closed) throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
   }
 
