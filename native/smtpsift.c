@@ -478,7 +478,10 @@ static void export_fn(napi_env env, napi_value exports, const char *name, napi_c
   napi_set_named_property(env, exports, name, fn);
 }
 
+void register_dot(napi_env env, napi_value exports); /* native/dot.c */
+
 static napi_value Init(napi_env env, napi_value exports) {
+  register_dot(env, exports);
   export_fn(env, exports, "cloexecFrom", CloexecFrom);
   export_fn(env, exports, "originalDst", OriginalDst);
   export_fn(env, exports, "transparentListen", TransparentListen);

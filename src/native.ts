@@ -28,6 +28,8 @@ interface Addon {
   keepCaps(on: boolean): void;
   /** Exactly these capabilities, effective and permitted; none inheritable or ambient. */
   limitCaps(caps: readonly number[]): void;
+  /** SMTP dot-stuffing and CRLF endings (native/dot.c): returns the bytes written to `output`. */
+  dotEncode(input: Buffer, output: Buffer, state: Int32Array): number;
 }
 
 const require = createRequire(import.meta.url);
