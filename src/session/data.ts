@@ -156,10 +156,12 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
   }
   // The encoder also counts what the upstream stores (the accounting's %msize).
   const encoder = new DotEncoder();
-  let held: Buffer[] = [];
+  // Each piece is written once the next one is read, so that the last one goes out with
+  // the end of data.
+  let held: Buffer = Buffer.alloc(0);
   try {
     for await (const chunk of outgoing(source, headerText)) {
-      if (held.length > 0) await s.upstream.write(Buffer.concat(held));
+      if (held.length > 0) await s.upstream.write(held);
       held = encoder.encode(chunk);
     }
     if (s.socket.destroyed) {
@@ -167,8 +169,7 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
       throw new ClientGone('client closed the connection before the message was delivered');
     }
     // The last piece and the end of data in one write (design invariant 7).
-    held.push(encoder.end());
-    await s.upstream.write(Buffer.concat(held));
+    await s.upstream.write(Buffer.concat([held, encoder.end()]));
   } catch (e) {
     // The upstream has part of the message: only dropping the connection guarantees that
     // nothing half-sent is ever delivered.

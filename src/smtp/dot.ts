@@ -109,11 +109,12 @@ export class DotEncoder {
   /** The message as the upstream stores it: CRLF endings, no stuffing, no final dot line. */
   contentBytes = 0;
 
-  encode(buf: Buffer): Buffer[] {
+  /** The piece, stuffed (possibly empty: a final CR waits for the next piece). */
+  encode(buf: Buffer): Buffer {
     const out = Buffer.allocUnsafe(2 * buf.length + 2);
     const n = native.dotEncode(buf, out, this.state);
     this.contentBytes += n - (this.state[1] as number);
-    return n === 0 ? [] : [out.subarray(0, n)];
+    return out.subarray(0, n);
   }
 
   /** The end of the data: a CRLF if the message did not end with one, then `.` CRLF. */
