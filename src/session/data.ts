@@ -7,7 +7,7 @@ import { SiftError } from '../errors.js';
 import { DotDecoder, DotEncoder } from '../smtp/dot.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
 import { MessageStore } from '../spool/message.js';
-import { q } from '../log/logger.js';
+import { Level, q } from '../log/logger.js';
 import { filterMessage, type FilterRequest } from '../filter/filter.js';
 import { expandHeader } from '../filter/header.js';
 import { outgoing } from '../filter/outgoing.js';
@@ -179,7 +179,7 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
     return [new SiftError('SPOOL_FAILED', '').reply, 'close'];
   }
   const final = await s.upstream.reply();
-  s.log.debug(`SERVER > ${q(summary(final))}`);
+  if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
   return [final, 'continue', encoder.contentBytes];
 }
 
@@ -201,6 +201,7 @@ function logMessage(s: Session, size: number, final: Reply | undefined, action: 
       durationMs: Date.now() - t.startedAt,
     }),
   );
+  if (!s.log.enabled(Level.Info)) return;
   const filter = skipsFilter(s) ? 'skipped' : s.config.filterCommand === undefined ? 'none' : (action ?? 'unfinished');
   s.log.info(
     `client=${s.clientIp ?? 'unix'} from=<${q(t.sender === '<>' ? '' : (t.sender ?? ''))}> ` +
