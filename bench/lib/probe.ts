@@ -1,6 +1,7 @@
 // Our own SMTP client on a raw socket (TCP_NODELAY), for what smtp-source cannot time:
-// the delay from the final "." to the 250, per message, on one connection. This is where
-// a proxy's own latency shows (proxsmtpd 1.10 stalls ~40 ms here on Nagle's algorithm).
+// the delay from the final "." to the 250, per message, on one connection, and a whole
+// one-message session from connect() to the final 250. This is where a proxy's own latency
+// shows (proxsmtpd 1.10 stalls ~44 ms per message on Nagle's algorithm, twice per session).
 
 import { connect, type Socket } from 'node:net';
 import { once } from 'node:events';
@@ -67,48 +68,112 @@ export function body(size: number): string {
   return 'From: <sender@bench.invalid>\r\nTo: <rcpt@bench.invalid>\r\nSubject: bench\r\n\r\n' + line.repeat(Math.max(1, Math.ceil(size / line.length)));
 }
 
+type Expect = (code: number, what: string) => Promise<void>;
+
+/** Connects (TCP_NODELAY) and reads replies; `expect` throws on any other code or a timeout. */
+async function open(port: number, timeoutMs: number): Promise<{ socket: Socket; r: Replies; expect: Expect }> {
+  const socket = connect({ port, host: '127.0.0.1', noDelay: true });
+  socket.on('error', () => undefined);
+  const r = new Replies(socket);
+  const expect: Expect = async (code, what) => {
+    const got = await r.next(timeoutMs);
+    if (got.code !== code) throw new Error(`${what}: expected ${code}, got ${JSON.stringify(got.text.trim())}`);
+  };
+  try {
+    // once() rejects on 'error' (a refused connection) and on the timeout.
+    await once(socket, 'connect', { signal: AbortSignal.timeout(timeoutMs) });
+  } catch (e) {
+    socket.destroy();
+    throw new Error(`connect: ${(e as Error).message}`);
+  }
+  return { socket, r, expect };
+}
+
+/** MAIL, RCPT, DATA and the body; resolves when "." is about to be written. */
+async function transaction(socket: Socket, expect: Expect, data: Buffer): Promise<void> {
+  socket.write('MAIL FROM:<sender@bench.invalid>\r\n');
+  await expect(250, 'MAIL');
+  socket.write('RCPT TO:<rcpt@bench.invalid>\r\n');
+  await expect(250, 'RCPT');
+  socket.write('DATA\r\n');
+  await expect(354, 'DATA');
+  socket.write(data);
+}
+
 /**
  * `messages` messages of `size` bytes on one connection, each as MAIL, RCPT, DATA, the
  * body, then "." in a write of its own, timed to the final reply.
  */
 export async function probeDotLatency(port: number, messages: number, size: number, timeoutMs = 30_000): Promise<ProbeResult> {
-  const socket = connect({ port, host: '127.0.0.1', noDelay: true });
-  socket.on('error', () => undefined);
   const dotMs: number[] = [];
   let failures = 0;
   let problem: string | undefined;
+  let socket: Socket | undefined;
   try {
-    await once(socket, 'connect');
-    const r = new Replies(socket);
-    const expect = async (code: number, what: string): Promise<void> => {
-      const got = await r.next(timeoutMs);
-      if (got.code !== code) throw new Error(`${what}: expected ${code}, got ${JSON.stringify(got.text.trim())}`);
-    };
-    await expect(220, 'greeting');
+    const c = await open(port, timeoutMs);
+    socket = c.socket;
+    await c.expect(220, 'greeting');
     socket.write('EHLO bench.invalid\r\n');
-    await expect(250, 'EHLO');
+    await c.expect(250, 'EHLO');
     const data = Buffer.from(body(size), 'latin1');
     for (let i = 0; i < messages; i++) {
-      socket.write('MAIL FROM:<sender@bench.invalid>\r\n');
-      await expect(250, 'MAIL');
-      socket.write('RCPT TO:<rcpt@bench.invalid>\r\n');
-      await expect(250, 'RCPT');
-      socket.write('DATA\r\n');
-      await expect(354, 'DATA');
-      socket.write(data);
+      await transaction(socket, c.expect, data);
       const t0 = performance.now();
       socket.write('.\r\n');
-      const fin = await r.next(timeoutMs);
+      const fin = await c.r.next(timeoutMs);
       const ms = performance.now() - t0;
       if (fin.code === 250) dotMs.push(ms);
       else failures++;
     }
     socket.write('QUIT\r\n');
-    await r.next(timeoutMs).catch(() => undefined);
+    await c.r.next(timeoutMs).catch(() => undefined);
   } catch (e) {
     problem = (e as Error).message;
   } finally {
-    socket.destroy();
+    socket?.destroy();
   }
   return { dotMs, failures, problem };
+}
+
+export interface SessionProbeResult {
+  /** Milliseconds from connect() to reading the whole final reply to ".", per session. */
+  readonly sessionMs: number[];
+  readonly failures: number;
+  /** The first failure's reason, if any. */
+  readonly problem: string | undefined;
+}
+
+/**
+ * `sessions` sessions one after another, each a new connection carrying one message:
+ * connect, greeting, EHLO, MAIL, RCPT, DATA, `size` bytes, "." and the final 250, timed
+ * from the connect() call. QUIT and its reply follow, untimed, before the next session.
+ */
+export async function probeSessionLatency(port: number, sessions: number, size: number, timeoutMs = 30_000): Promise<SessionProbeResult> {
+  const sessionMs: number[] = [];
+  let failures = 0;
+  let problem: string | undefined;
+  const data = Buffer.from(body(size), 'latin1');
+  for (let i = 0; i < sessions; i++) {
+    let socket: Socket | undefined;
+    try {
+      const t0 = performance.now();
+      const c = await open(port, timeoutMs);
+      socket = c.socket;
+      await c.expect(220, 'greeting');
+      socket.write('EHLO bench.invalid\r\n');
+      await c.expect(250, 'EHLO');
+      await transaction(socket, c.expect, data);
+      socket.write('.\r\n');
+      await c.expect(250, "'.'");
+      sessionMs.push(performance.now() - t0);
+      socket.write('QUIT\r\n');
+      await c.r.next(timeoutMs).catch(() => undefined);
+    } catch (e) {
+      failures++;
+      problem ??= (e as Error).message;
+    } finally {
+      socket?.destroy();
+    }
+  }
+  return { sessionMs, failures, problem };
 }

@@ -27,6 +27,22 @@ export function start(name: string, cmd: string, args: readonly string[], logPat
   return { child, pid: child.pid, name };
 }
 
+/**
+ * Starts a Node script of ours with an IPC channel (for probes that must live in a process
+ * of their own, e.g. one holding 10,000 sockets), its output going to `logPath`.
+ */
+export function startNode(name: string, script: string, args: readonly string[], logPath: string): Started {
+  const log = createWriteStream(logPath);
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.on('error', (e) => log.write(`spawn error: ${e.message}\n`));
+  if (child.pid === undefined) throw new Error(`cannot start ${script}`);
+  started.add(child);
+  child.on('exit', () => started.delete(child));
+  return { child, pid: child.pid, name };
+}
+
 export function isRunning(p: Started): boolean {
   return p.child.exitCode === null && p.child.signalCode === null;
 }

@@ -7,12 +7,25 @@ import { freePort, start, stop, waitForGreeting, type Started } from './processe
 
 export const SMTP_SINK = '/usr/sbin/smtp-sink';
 
+export interface SinkOptions {
+  /** Name for the log file and the report. */
+  readonly name?: string;
+  /** smtp-sink -m (default 4096). */
+  readonly maxConnections?: number;
+  /** listen(2) backlog (default 4096). */
+  readonly backlog?: number;
+  /** Further smtp-sink options. */
+  readonly args?: readonly string[];
+}
+
 export class Sink {
   private messages = 0;
 
   private constructor(
     readonly port: number,
     readonly proc: Started,
+    /** The command line, for the report. */
+    readonly args: readonly string[],
   ) {
     let tail = '';
     proc.child.stdout?.on('data', (d: Buffer) => {
@@ -26,14 +39,18 @@ export class Sink {
   /**
    * `-m`: smtp-sink's own connection limit (default 256); excess connections wait in the
    * listen queue, so it is raised above every target's MaxConnections. The backlog too.
+   * `args`: more smtp-sink options, e.g. `-W .:1` for a slow upstream (see SinkOptions).
    */
-  static async start(dir: string, maxConnections = 4096, backlog = 4096): Promise<Sink> {
+  static async start(dir: string, o: SinkOptions = {}): Promise<Sink> {
     const port = await freePort();
+    const name = o.name ?? 'smtp-sink';
+    const max = o.maxConnections ?? 4096;
     // smtp-sink refuses to run as root without -u.
     const user = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
-    const proc = start('smtp-sink', SMTP_SINK, [...user, '-c', '-m', String(maxConnections), `127.0.0.1:${port}`, String(backlog)], join(dir, 'smtp-sink.log'), false);
+    const args = [...user, '-c', '-m', String(max), ...(o.args ?? []), `127.0.0.1:${port}`, String(o.backlog ?? 4096)];
+    const proc = start(name, SMTP_SINK, args, join(dir, `${name}.log`), false);
     await waitForGreeting(port, proc);
-    return new Sink(port, proc);
+    return new Sink(port, proc, args);
   }
 
   /** Messages completed ('.' answered) so far, by smtp-sink's own count. */

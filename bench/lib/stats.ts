@@ -18,6 +18,8 @@ export function summarize(values: readonly number[]): Summary | undefined {
 /** A number with about three significant digits, for tables. */
 export function fmt(x: number): string {
   if (!Number.isFinite(x)) return String(x);
+  // Counts (connections held, messages served) stay whole.
+  if (Number.isInteger(x)) return String(x);
   const a = Math.abs(x);
   if (a >= 100) return x.toFixed(0);
   if (a >= 10) return x.toFixed(1);

@@ -6,7 +6,6 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Sink } from './sink.js';
 import { freePort, isRunning, start, stop, waitForGreeting, type Started } from './processes.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -54,7 +53,11 @@ function configText(listenPort: number, sinkPort: number, tempDir: string, extra
     .join('');
 }
 
-export async function startTarget(spec: TargetSpec, sink: Sink, opts: TargetOptions): Promise<RunningTarget> {
+/**
+ * Starts a target in front of `sink`. `extra`: configuration lines of the scenario, over the
+ * target's own (e.g. a MaxConnections above 500 for the burst and idle scenarios).
+ */
+export async function startTarget(spec: TargetSpec, sink: { readonly port: number }, opts: TargetOptions, extra: Readonly<Record<string, string>> = {}): Promise<RunningTarget> {
   if (spec.kind === 'direct') return { spec, port: sink.port, daemon: undefined, logPath: undefined };
   const n = ++serial;
   const dir = join(opts.dir, `${spec.label}-${n}`);
@@ -62,7 +65,7 @@ export async function startTarget(spec: TargetSpec, sink: Sink, opts: TargetOpti
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
   const port = await freePort();
   const conf = join(dir, `${spec.kind}.conf`);
-  writeFileSync(conf, configText(port, sink.port, tmp, spec.config ?? {}));
+  writeFileSync(conf, configText(port, sink.port, tmp, { ...spec.config, ...extra }));
   const logPath = join(dir, 'daemon.log');
   const daemon =
     spec.kind === 'smtpsiftd'
@@ -74,6 +77,13 @@ export async function startTarget(spec: TargetSpec, sink: Sink, opts: TargetOpti
 
 export async function stopTarget(t: RunningTarget): Promise<void> {
   if (t.daemon !== undefined) await stop(t.daemon);
+}
+
+/** How a daemon ended, for the report: "status 1" or "signal SIGSEGV". */
+export function howEnded(t: RunningTarget): string {
+  const c = t.daemon?.child;
+  if (c === undefined) return 'not a daemon';
+  return c.signalCode !== null ? `signal ${c.signalCode}` : `status ${c.exitCode}`;
 }
 
 /** Whether the daemon is still up (a crash under load is a finding, not a bench error). */
