@@ -95,12 +95,11 @@ for (const [name, flood, rounds] of [
         const c = await session();
         const peaks = [hwm(pid)];
         for (let n = 0; n < rounds; n++) {
-          const started = Date.now();
+          // The filter's own verdict, so it was read to its end within FilterTimeout (20 s;
+          // past it the reply is a 451). How fast is the benchmark's business, not a test's:
+          // a 10 s bound here failed only when other work loaded the machine.
           assert.equal(await sendMessage(c, 'a@example.org', ['b@example.net'], 'Subject: flood\r\n\r\nbody\r\n', 25_000), '554 5.7.1 after the flood\r\n');
-          const elapsed = Date.now() - started;
           peaks.push(hwm(pid));
-          // Not a limit of the contract, only what the test allows: a few seconds per gigabyte.
-          assert.ok(elapsed < 10_000, `the verdict took ${elapsed} ms`);
         }
         const [p0 = 0, ...after] = peaks;
         const grew = after.map((p) => p - p0);
