@@ -28,6 +28,16 @@ interface Addon {
   keepCaps(on: boolean): void;
   /** Exactly these capabilities, effective and permitted; none inheritable or ambient. */
   limitCaps(caps: readonly number[]): void;
+  /** getrlimit(RLIMIT_NOFILE); RLIM_INFINITY is Infinity. */
+  getNofile(): FileLimit;
+  /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */
+  setNofile(soft: number, hard: number): void;
+}
+
+/** An RLIMIT_NOFILE pair. */
+export interface FileLimit {
+  readonly soft: number;
+  readonly hard: number;
 }
 
 const require = createRequire(import.meta.url);
