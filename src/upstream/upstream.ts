@@ -28,6 +28,12 @@ export function describe(e: Endpoint): string {
   return 'path' in e ? e.path : e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
 }
 
+/** Out of descriptors is said plainly (Node's text is `connect EMFILE host:port - Local (undefined:undefined)`). */
+function connectError(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  return code === 'EMFILE' || code === 'ENFILE' ? `out of file descriptors (${code})` : (e as Error).message;
+}
+
 export class Upstream {
   private readonly reader: SocketReader;
   private closed = false;
@@ -60,7 +66,7 @@ export class Upstream {
       await once(socket, 'connect');
     } catch (e) {
       socket.destroy();
-      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(endpoint)}: ${(e as Error).message}`);
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(endpoint)}: ${connectError(e)}`);
     } finally {
       clearTimeout(timer);
     }
@@ -77,7 +83,7 @@ export class Upstream {
     try {
       fd = await transparentConnect(source, to.host, to.port, timeoutMs);
     } catch (e) {
-      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(to)} from ${source}: ${(e as Error).message}`);
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(to)} from ${source}: ${connectError(e)}`);
     }
     const socket = new Socket({ fd, readable: true, writable: true });
     socket.setNoDelay(true);
