@@ -16,6 +16,7 @@ const BUSY = Buffer.from('421 Server busy, too many connections\r\n');
 export class Listener {
   private readonly server: Server;
   private readonly sessions = new Set<Session>();
+  private readonly forget = (s: Session): void => void this.sessions.delete(s);
   /** proxsmtpd's connection ids: a counter from 0x100000, printed as hex. */
   private nextId = 0x100000;
   /**
@@ -103,7 +104,7 @@ export class Listener {
     }
     const session = new Session((this.nextId++).toString(16).toUpperCase(), socket, this.services);
     this.sessions.add(session);
-    void session.run().finally(() => this.sessions.delete(session));
+    void session.run(this.forget);
   }
 
   /**

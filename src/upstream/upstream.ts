@@ -28,6 +28,8 @@ export function describe(e: Endpoint): string {
   return 'path' in e ? e.path : e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
 }
 
+function ignore(): void {}
+
 /** Out of descriptors is said plainly (Node's text is `connect EMFILE host:port - Local (undefined:undefined)`). */
 function connectError(e: unknown): string {
   const code = (e as { code?: unknown }).code;
@@ -60,7 +62,7 @@ export class Upstream {
   static async connect(endpoint: Endpoint, timeoutMs: number): Promise<Upstream> {
     if ('host' in endpoint && endpoint.source !== undefined) return Upstream.connectFrom(endpoint.source, endpoint, timeoutMs);
     const socket = connect({ ...endpoint, noDelay: true });
-    socket.on('error', () => undefined); // reported through the reader and `once` below
+    socket.on('error', ignore); // reported by `once` below; from then on, by the reader
     const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), timeoutMs);
     try {
       await once(socket, 'connect');
@@ -70,6 +72,7 @@ export class Upstream {
     } finally {
       clearTimeout(timer);
     }
+    socket.off('error', ignore);
     return new Upstream(socket, timeoutMs, endpoint);
   }
 
@@ -87,8 +90,7 @@ export class Upstream {
     }
     const socket = new Socket({ fd, readable: true, writable: true });
     socket.setNoDelay(true);
-    socket.on('error', () => undefined);
-    return new Upstream(socket, timeoutMs, to);
+    return new Upstream(socket, timeoutMs, to); // whose reader takes the socket's errors
   }
 
   /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
