@@ -37,8 +37,23 @@ interface LineWait {
 /** A wait for a chunk (chunk()): resolves true on timeout. */
 type ChunkWait = (timedOut: boolean) => void;
 
+/**
+ * The socket's listeners are shared by all readers (they find theirs on the socket), so
+ * a reader costs no closures.
+ */
+const READER = Symbol('SocketReader');
+type ReaderSocket = Socket & { [READER]?: SocketReader };
+
+function onData(this: ReaderSocket, chunk: Buffer): void {
+  this[READER]?.onSocketData(chunk);
+}
+
+function onEnd(this: ReaderSocket): void {
+  this[READER]?.onSocketEnd();
+}
+
 function onTimeout(reader: SocketReader): void {
-  reader.timedOut();
+  reader.onTimer();
 }
 
 export class SocketReader {
@@ -52,14 +67,15 @@ export class SocketReader {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => this.push(chunk));
-    const end = (): void => this.end();
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
+    (socket as ReaderSocket)[READER] = this;
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
+    socket.on('error', onEnd);
   }
 
-  private push(chunk: Buffer): void {
+  /** A chunk from the socket (its 'data' listener). */
+  onSocketData(chunk: Buffer): void {
     if (this.first === undefined) this.first = chunk;
     else (this.more ??= []).push(chunk);
     this.queued += chunk.length;
@@ -67,13 +83,14 @@ export class SocketReader {
     this.wake(false);
   }
 
-  private end(): void {
+  /** The socket's 'end', 'close' or 'error'. */
+  onSocketEnd(): void {
     this.ended = true;
     this.wake(false);
   }
 
   /** Called by the timer. */
-  timedOut(): void {
+  onTimer(): void {
     this.timer = undefined;
     this.wake(true);
   }
