@@ -18,6 +18,9 @@
  *                                (new net.Socket({fd})).
  *   keepCaps(on)                 prctl(PR_SET_KEEPCAPS): permitted capabilities survive setuid
  *   limitCaps([cap, ...])        capset: exactly these capabilities, effective and permitted
+ *   getNofile() -> {soft, hard}  getrlimit(RLIMIT_NOFILE); unlimited is Infinity
+ *   setNofile(soft, hard)        setrlimit(RLIMIT_NOFILE): more connections than the
+ *                                inherited limit allows (raising hard needs CAP_SYS_RESOURCE)
  * Every socket made here is close-on-exec: a filter never inherits one.
  */
 #define _GNU_SOURCE
@@ -26,12 +29,14 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -472,6 +477,57 @@ static napi_value LimitCaps(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- RLIMIT_NOFILE ---- */
+
+static napi_value limit_value(napi_env env, rlim_t v) {
+  napi_value out;
+  napi_create_double(env, v == RLIM_INFINITY ? (double)INFINITY : (double)v, &out);
+  return out;
+}
+
+static napi_value GetNofile(napi_env env, napi_callback_info info) {
+  (void)info;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    throw_errno(env, "getrlimit RLIMIT_NOFILE", errno);
+    return NULL;
+  }
+  napi_value obj;
+  napi_create_object(env, &obj);
+  napi_set_named_property(env, obj, "soft", limit_value(env, rl.rlim_cur));
+  napi_set_named_property(env, obj, "hard", limit_value(env, rl.rlim_max));
+  return obj;
+}
+
+/* A whole number >= 0, or Infinity for RLIM_INFINITY. */
+static int arg_limit(napi_env env, napi_value v, rlim_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) == napi_ok && d >= 0 && d == (double)(rlim_t)d) {
+    *out = (rlim_t)d;
+    return 0;
+  }
+  if (napi_get_value_double(env, v, &d) == napi_ok && isinf(d) && d > 0) {
+    *out = RLIM_INFINITY;
+    return 0;
+  }
+  napi_throw_type_error(env, NULL, "setNofile: limits must be whole numbers >= 0 or Infinity");
+  return -1;
+}
+
+static napi_value SetNofile(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  struct rlimit rl;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "setNofile: soft and hard limits");
+    return NULL;
+  }
+  if (arg_limit(env, argv[0], &rl.rlim_cur) != 0 || arg_limit(env, argv[1], &rl.rlim_max) != 0) return NULL;
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) throw_errno(env, "setrlimit RLIMIT_NOFILE", errno);
+  return NULL;
+}
+
 static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
@@ -488,6 +544,8 @@ static napi_value Init(napi_env env, napi_value exports) {
   export_fn(env, exports, "transparentConnect", TransparentConnect);
   export_fn(env, exports, "keepCaps", KeepCaps);
   export_fn(env, exports, "limitCaps", LimitCaps);
+  export_fn(env, exports, "getNofile", GetNofile);
+  export_fn(env, exports, "setNofile", SetNofile);
   return exports;
 }
 

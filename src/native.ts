@@ -30,6 +30,16 @@ interface Addon {
   limitCaps(caps: readonly number[]): void;
   /** SMTP dot-stuffing and CRLF endings (native/dot.c): returns the bytes written to `output`. */
   dotEncode(input: Buffer, output: Buffer, state: Int32Array): number;
+  /** getrlimit(RLIMIT_NOFILE); RLIM_INFINITY is Infinity. */
+  getNofile(): FileLimit;
+  /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */
+  setNofile(soft: number, hard: number): void;
+}
+
+/** An RLIMIT_NOFILE pair. */
+export interface FileLimit {
+  readonly soft: number;
+  readonly hard: number;
 }
 
 const require = createRequire(import.meta.url);

@@ -42,8 +42,8 @@ test('a line without a colon', async () => {
 });
 
 test('bad numbers: MaxConnections 0, TimeOut x, KeepAlives -1, FilterTimeout 0', async () => {
-  await oneError(`${OUT}\nMaxConnections: 0\n`, 2, 'MaxConnections:', /0 is out of range; .*between 1 and 10240/);
-  await oneError(`${OUT}\nMaxConnections: 10241\n`, 2, 'MaxConnections:', /between 1 and 10240/);
+  await oneError(`${OUT}\nMaxConnections: 0\n`, 2, 'MaxConnections:', /0 is out of range; .*between 1 and 100000/);
+  await oneError(`${OUT}\nMaxConnections: 100001\n`, 2, 'MaxConnections:', /between 1 and 100000/);
   await oneError(`TimeOut: x\n${OUT}\n`, 1, 'TimeOut:', /'x' is not a whole number/);
   await oneError(`${OUT}\nKeepAlives: -1\n`, 2, 'KeepAlives:', /-1 is out of range; .*\b0\b/);
   await oneError(`${OUT}\nFilterTimeout: 0\n`, 2, 'FilterTimeout:', /out of range/);

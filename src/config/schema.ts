@@ -100,8 +100,12 @@ export const SCHEMA = {
     arg: 'number',
     doc:
       'The most client connections served at once. A client beyond that gets ' +
-      '"421 Server busy, too many connections" and no upstream connection is made. 1 to 10240.',
-    parse: integer(1, 10240, 'must be between 1 and 10240'),
+      '"421 Server busy, too many connections" and no upstream connection is made. Each ' +
+      'connection takes two open files (the client\'s and the upstream\'s): at start-up the ' +
+      'daemon raises its open files limit to 2 * MaxConnections + 256 where it may, and says ' +
+      'so in the log; where it may not, it serves as many as the limit has room for and warns. ' +
+      '1 to 100000.',
+    parse: integer(1, 100000, 'must be between 1 and 100000'),
   }),
   timeOut: row<number>({
     name: 'TimeOut',

@@ -1,6 +1,10 @@
 // Pull-based reading of a socket, so that protocol code reads like the conversation:
 // `const line = await reader.line(...)`. Bytes are queued as they arrive; the socket is
 // paused while more than HIGH_WATER bytes wait unread (backpressure to the peer).
+//
+// Most connections spend most of their life idle, waiting for a line (issue 7: 10,000 of
+// them), so that wait is kept small: no chain of suspended async calls, no closures, one
+// timer, and no queue array unless more than one chunk waits.
 
 import type { Socket } from 'node:net';
 
@@ -18,32 +22,101 @@ export type LineResult =
    */
   | { readonly kind: 'toolong'; readonly head: string };
 
+/** A line being read: what has come of it so far, and whom to tell when it is whole. */
+interface LineWait {
+  readonly maxBytes: number;
+  readonly timeoutMs: number;
+  /** The line's bytes so far; undefined until a chunk without LF arrives. */
+  parts: Buffer[] | undefined;
+  size: number;
+  tooLong: boolean;
+  head: string;
+  resolve: ((r: ReadResult<LineResult>) => void) | undefined;
+}
+
+/** A wait for a chunk (chunk()): resolves true on timeout. */
+type ChunkWait = (timedOut: boolean) => void;
+
+/**
+ * The socket's listeners are shared by all readers (they find theirs on the socket), so
+ * a reader costs no closures.
+ */
+const READER = Symbol('SocketReader');
+type ReaderSocket = Socket & { [READER]?: SocketReader };
+
+function onData(this: ReaderSocket, chunk: Buffer): void {
+  this[READER]?.onSocketData(chunk);
+}
+
+function onEnd(this: ReaderSocket): void {
+  this[READER]?.onSocketEnd();
+}
+
+function onTimeout(reader: SocketReader): void {
+  reader.onTimer();
+}
+
 export class SocketReader {
-  private queue: Buffer[] = [];
+  /** The first chunk waiting; further ones in `more` (only when more than one waits). */
+  private first: Buffer | undefined;
+  private more: Buffer[] | undefined;
   private queued = 0;
   private ended = false;
-  private waiter: (() => void) | undefined;
+  private lineWait: LineWait | undefined;
+  private chunkWait: ChunkWait | undefined;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.queue.push(chunk);
-      this.queued += chunk.length;
-      if (this.queued > HIGH_WATER) socket.pause();
-      this.wake();
-    });
-    const end = (): void => {
-      this.ended = true;
-      this.wake();
-    };
-    socket.on('end', end);
-    socket.on('close', end);
-    socket.on('error', end);
+    (socket as ReaderSocket)[READER] = this;
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
+    socket.on('error', onEnd);
   }
 
-  private wake(): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.();
+  /** A chunk from the socket (its 'data' listener). */
+  onSocketData(chunk: Buffer): void {
+    if (this.first === undefined) this.first = chunk;
+    else (this.more ??= []).push(chunk);
+    this.queued += chunk.length;
+    if (this.queued > HIGH_WATER) this.socket.pause();
+    this.wake(false);
+  }
+
+  /** The socket's 'end', 'close' or 'error'. */
+  onSocketEnd(): void {
+    this.ended = true;
+    this.wake(false);
+  }
+
+  /** Called by the timer. */
+  onTimer(): void {
+    this.timer = undefined;
+    this.wake(true);
+  }
+
+  private wake(timedOut: boolean): void {
+    if (this.timer !== undefined && !timedOut) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    const c = this.chunkWait;
+    if (c !== undefined) {
+      this.chunkWait = undefined;
+      c(timedOut);
+    }
+    const w = this.lineWait;
+    if (w === undefined) return;
+    const r = this.scanLine(w);
+    if (r === undefined && !timedOut) return this.arm(w.timeoutMs);
+    this.lineWait = undefined;
+    const resolve = w.resolve;
+    w.resolve = undefined;
+    resolve?.(r ?? 'timeout');
+  }
+
+  private arm(timeoutMs: number): void {
+    this.timer = setTimeout(onTimeout, timeoutMs, this);
   }
 
   /** Whether unread bytes are waiting (e.g. pipelined commands). */
@@ -55,73 +128,86 @@ export class SocketReader {
     return this.ended && this.queued === 0;
   }
 
-  /** The next chunk of bytes, as it came from the socket. */
-  async chunk(timeoutMs: number): Promise<ReadResult<Buffer>> {
-    if (this.queued === 0) {
-      if (this.ended) return 'eof';
-      const timedOut = await this.wait(timeoutMs);
-      if (this.queued === 0) return this.ended ? 'eof' : timedOut ? 'timeout' : this.chunk(timeoutMs);
-    }
-    const chunk = this.queue.shift() as Buffer;
+  private shift(): Buffer | undefined {
+    const chunk = this.first;
+    if (chunk === undefined) return undefined;
+    this.first = this.more?.shift();
+    if (this.more !== undefined && this.more.length === 0) this.more = undefined;
     this.queued -= chunk.length;
     if (this.queued <= HIGH_WATER && this.socket.isPaused()) this.socket.resume();
     return chunk;
   }
 
+  /** The next chunk of bytes, as it came from the socket. */
+  async chunk(timeoutMs: number): Promise<ReadResult<Buffer>> {
+    for (;;) {
+      const chunk = this.shift();
+      if (chunk !== undefined) return chunk;
+      if (this.ended) return 'eof';
+      const timedOut = await new Promise<boolean>((resolve) => {
+        this.chunkWait = resolve;
+        this.arm(timeoutMs);
+      });
+      if (timedOut && this.queued === 0 && !this.ended) return 'timeout';
+    }
+  }
+
   /** Gives back bytes read too far (e.g. commands pipelined after the end of DATA). */
   unshift(buf: Buffer): void {
     if (buf.length === 0) return;
-    this.queue.unshift(buf);
+    if (this.first !== undefined) (this.more ??= []).unshift(this.first);
+    this.first = buf;
     this.queued += buf.length;
-  }
-
-  /** Resolves true on timeout, false when something happened. */
-  private wait(timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.waiter = undefined;
-        resolve(true);
-      }, timeoutMs);
-      this.waiter = () => {
-        clearTimeout(timer);
-        resolve(false);
-      };
-    });
   }
 
   /**
    * The next line, up to LF. A line of `maxBytes` or more (line ending included) is read
    * to its end and reported as too long. `timeoutMs` bounds the wait for each chunk.
    */
-  async line(maxBytes: number, timeoutMs: number): Promise<ReadResult<LineResult>> {
-    const parts: Buffer[] = [];
-    let size = 0;
-    let tooLong = false;
-    let head = '';
+  line(maxBytes: number, timeoutMs: number): Promise<ReadResult<LineResult>> {
+    const w: LineWait = { maxBytes, timeoutMs, parts: undefined, size: 0, tooLong: false, head: '', resolve: undefined };
+    const r = this.scanLine(w);
+    if (r !== undefined) return Promise.resolve(r);
+    return new Promise((resolve) => {
+      w.resolve = resolve;
+      this.lineWait = w;
+      this.arm(timeoutMs);
+    });
+  }
+
+  /** Takes the queued chunks into `w`: the result, or undefined while the line is not whole yet. */
+  private scanLine(w: LineWait): ReadResult<LineResult> | undefined {
     for (;;) {
-      const chunk = await this.chunk(timeoutMs);
-      if (typeof chunk === 'string') {
-        // A last line without LF before EOF is dropped: it was never a whole command.
-        return chunk;
-      }
+      const chunk = this.shift();
+      // A last line without LF before EOF is dropped: it was never a whole command.
+      if (chunk === undefined) return this.ended ? 'eof' : undefined;
       const lf = chunk.indexOf(LF);
       const end = lf < 0 ? chunk.length : lf + 1;
-      if (!tooLong) {
-        parts.push(lf < 0 ? chunk : chunk.subarray(0, end));
-        size += end;
-        if (size >= maxBytes) {
-          tooLong = true;
-          head = Buffer.concat(parts).subarray(0, maxBytes - 2).toString('latin1');
-          parts.length = 0;
+      if (lf >= 0 && w.parts === undefined && !w.tooLong && end < w.maxBytes) {
+        // The usual case: the whole line in one chunk.
+        this.unshift(chunk.subarray(end));
+        return lineOf(chunk.toString('latin1', 0, end));
+      }
+      if (!w.tooLong) {
+        (w.parts ??= []).push(lf < 0 ? chunk : chunk.subarray(0, end));
+        w.size += end;
+        if (w.size >= w.maxBytes) {
+          w.tooLong = true;
+          w.head = Buffer.concat(w.parts).subarray(0, w.maxBytes - 2).toString('latin1');
+          w.parts = undefined;
         }
       }
       if (lf >= 0) {
         this.unshift(chunk.subarray(end));
-        if (tooLong) return { kind: 'toolong', head };
-        const raw = (parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)).toString('latin1');
-        const text = raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.slice(0, -1);
-        return { kind: 'line', text, raw };
+        if (w.tooLong) return { kind: 'toolong', head: w.head };
+        const parts = w.parts ?? [];
+        return lineOf((parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts)).toString('latin1'));
       }
     }
   }
+}
+
+function lineOf(raw: string): LineResult {
+  const text = raw.endsWith('\r\n') ? raw.slice(0, -2) : raw.slice(0, -1);
+  return { kind: 'line', text, raw };
 }

@@ -9,6 +9,7 @@ import { CAP_NET_ADMIN } from '../native.js';
 import { fixedDestination, transparentDestination } from '../upstream/destination.js';
 import type { Router } from '../routing/router.js';
 import { Listener } from './listener.js';
+import { raiseFdLimit } from './fdlimit.js';
 import { Accounting } from '../accounting/accounting.js';
 import { dropTo, type Account } from './privileges.js';
 
@@ -70,6 +71,8 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   if (transparent !== 'off' && config.outAddress !== undefined) {
     log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
   }
+  // Before listening, and before the privilege drop (raising the hard limit needs root).
+  listener.maxConnections = raiseFdLimit(config.maxConnections, log).maxConnections;
   await listener.listen(config.listen, transparent === 'full');
   if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
   if (opts.account) {

@@ -5,18 +5,28 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import { once } from 'node:events';
 import { formatAddress, type ListenAddress } from '../config/addresses.js';
 import type { Logger } from '../log/logger.js';
-import { native } from '../native.js';
+import { native, type NativeError } from '../native.js';
 import { Session, type SessionServices } from '../session/session.js';
 
 /** proxsmtpd used 5, which left half of a connection burst without a greeting. */
 const BACKLOG = 511;
+const EMFILE_LOG_MS = 10_000;
 const BUSY = Buffer.from('421 Server busy, too many connections\r\n');
 
 export class Listener {
   private readonly server: Server;
   private readonly sessions = new Set<Session>();
+  private readonly forget = (s: Session): void => void this.sessions.delete(s);
   /** proxsmtpd's connection ids: a counter from 0x100000, printed as hex. */
   private nextId = 0x100000;
+  /**
+   * The connections served at once: MaxConnections, or fewer when the open files limit
+   * has no room for that many (set by the daemon after raiseFdLimit).
+   */
+  maxConnections: number;
+  /** Out of descriptors at accept: logged at most every EMFILE_LOG_MS, with a count. */
+  private emfileCount = 0;
+  private emfileLogAt = 0;
 
   constructor(
     private readonly services: SessionServices,
@@ -24,7 +34,30 @@ export class Listener {
   ) {
     // Half-open: a client that shuts down its sending side still gets its replies.
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
-    this.server.on('error', (e) => log.error(`listener: ${e.message}`));
+    this.server.on('error', (e: NativeError) => this.serverError(e));
+    this.maxConnections = services.config.maxConnections;
+  }
+
+  /**
+   * Out of descriptors (EMFILE, ENFILE) when accepting. libuv first closes the connections
+   * it cannot accept by itself, using a descriptor it keeps in reserve, and says nothing;
+   * only when that fails does the error come here. Either way the server keeps listening.
+   * Logged at most every 10 s, however often it happens.
+   */
+  private serverError(e: NativeError): void {
+    if (e.code !== 'EMFILE' && e.code !== 'ENFILE') {
+      this.log.error(`listener: ${e.message}`);
+      return;
+    }
+    this.emfileCount++;
+    const now = Date.now();
+    if (now < this.emfileLogAt) return;
+    this.log.error(
+      `cannot accept a connection: out of file descriptors (${e.code}) with ${this.sessions.size} connections open; ` +
+        `${this.emfileCount} time${this.emfileCount === 1 ? '' : 's'} since the last report; waiting connections were closed`,
+    );
+    this.emfileCount = 0;
+    this.emfileLogAt = now + EMFILE_LOG_MS;
   }
 
   get connections(): number {
@@ -63,15 +96,15 @@ export class Listener {
   }
 
   private accept(socket: Socket): void {
-    if (this.sessions.size >= this.services.config.maxConnections) {
-      this.log.error(`too many connections open (max ${this.services.config.maxConnections}). sent busy response`);
+    if (this.sessions.size >= this.maxConnections) {
+      this.log.error(`too many connections open (max ${this.maxConnections}). sent busy response`);
       socket.on('error', () => undefined);
       socket.end(BUSY);
       return;
     }
     const session = new Session((this.nextId++).toString(16).toUpperCase(), socket, this.services);
     this.sessions.add(session);
-    void session.run().finally(() => this.sessions.delete(session));
+    void session.run(this.forget);
   }
 
   /**

@@ -77,8 +77,7 @@ export class Session {
     readonly services: SessionServices,
   ) {
     socket.setNoDelay(true);
-    socket.on('error', () => undefined); // seen as end of input by the reader
-    this.reader = new SocketReader(socket);
+    this.reader = new SocketReader(socket); // which also takes the socket's errors, as end of input
     this.clientIp = plainIp(socket.remoteAddress);
     this.localIp = plainIp(socket.localAddress);
     this.log = services.log.child(id);
@@ -147,7 +146,8 @@ export class Session {
     return r;
   }
 
-  async run(): Promise<void> {
+  /** `done` is told when the session is over (one function for all sessions, not a closure each). */
+  async run(done?: (s: Session) => void): Promise<void> {
     this.log.info(`accepted connection from: ${this.clientIp ?? 'unix socket'}`);
     try {
       await this.greet();
@@ -170,7 +170,11 @@ export class Session {
     } catch (e) {
       this.fail(e);
     } finally {
-      await this.close();
+      try {
+        await this.close();
+      } finally {
+        done?.(this);
+      }
     }
   }
 

@@ -29,6 +29,14 @@ export function describe(e: Endpoint): string {
   return 'path' in e ? e.path : e.host.includes(':') ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`;
 }
 
+function ignore(): void {}
+
+/** Out of descriptors is said plainly (Node's text is `connect EMFILE host:port - Local (undefined:undefined)`). */
+function connectError(e: unknown): string {
+  const code = (e as { code?: unknown }).code;
+  return code === 'EMFILE' || code === 'ENFILE' ? `out of file descriptors (${code})` : (e as Error).message;
+}
+
 export class Upstream {
   private readonly reader: SocketReader;
   private closed = false;
@@ -55,16 +63,17 @@ export class Upstream {
   static async connect(endpoint: Endpoint, timeoutMs: number): Promise<Upstream> {
     if ('host' in endpoint && endpoint.source !== undefined) return Upstream.connectFrom(endpoint.source, endpoint, timeoutMs);
     const socket = connect({ ...endpoint, noDelay: true });
-    socket.on('error', () => undefined); // reported through the reader and `once` below
+    socket.on('error', ignore); // reported by `once` below; from then on, by the reader
     const timer = setTimeout(() => socket.destroy(new Error('connect timed out')), timeoutMs);
     try {
       await once(socket, 'connect');
     } catch (e) {
       socket.destroy();
-      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(endpoint)}: ${(e as Error).message}`);
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(endpoint)}: ${connectError(e)}`);
     } finally {
       clearTimeout(timer);
     }
+    socket.off('error', ignore);
     return new Upstream(socket, timeoutMs, endpoint);
   }
 
@@ -78,12 +87,11 @@ export class Upstream {
     try {
       fd = await transparentConnect(source, to.host, to.port, timeoutMs);
     } catch (e) {
-      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(to)} from ${source}: ${(e as Error).message}`);
+      throw new SiftError('UPSTREAM_UNREACHABLE', `cannot connect to ${describe(to)} from ${source}: ${connectError(e)}`);
     }
     const socket = new Socket({ fd, readable: true, writable: true });
     socket.setNoDelay(true);
-    socket.on('error', () => undefined);
-    return new Upstream(socket, timeoutMs, to);
+    return new Upstream(socket, timeoutMs, to); // whose reader takes the socket's errors
   }
 
   /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
