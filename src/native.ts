@@ -28,6 +28,8 @@ interface Addon {
   keepCaps(on: boolean): void;
   /** Exactly these capabilities, effective and permitted; none inheritable or ambient. */
   limitCaps(caps: readonly number[]): void;
+  /** Another close-on-exec descriptor of the same socket (Workers: one per worker thread). */
+  dupFd(fd: number): number;
 }
 
 const require = createRequire(import.meta.url);
