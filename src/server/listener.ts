@@ -7,6 +7,7 @@ import { formatAddress, type ListenAddress } from '../config/addresses.js';
 import type { Logger } from '../log/logger.js';
 import { native } from '../native.js';
 import { Session, type SessionServices } from '../session/session.js';
+import { connectionSlots, type ConnectionSlots } from './slots.js';
 
 /** proxsmtpd used 5, which left half of a connection burst without a greeting. */
 const BACKLOG = 511;
@@ -15,12 +16,15 @@ const BUSY = Buffer.from('421 Server busy, too many connections\r\n');
 export class Listener {
   private readonly server: Server;
   private readonly sessions = new Set<Session>();
-  /** proxsmtpd's connection ids: a counter from 0x100000, printed as hex. */
-  private nextId = 0x100000;
 
+  /**
+   * `slots`: the MaxConnections count and the connection ids, shared by all the workers'
+   * listeners with Workers > 1 (src/server/slots.ts).
+   */
   constructor(
     private readonly services: SessionServices,
     private readonly log: Logger,
+    private readonly slots: ConnectionSlots = connectionSlots(services.config.maxConnections),
   ) {
     // Half-open: a client that shuts down its sending side still gets its replies.
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
@@ -63,15 +67,18 @@ export class Listener {
   }
 
   private accept(socket: Socket): void {
-    if (this.sessions.size >= this.services.config.maxConnections) {
+    if (!this.slots.take()) {
       this.log.error(`too many connections open (max ${this.services.config.maxConnections}). sent busy response`);
       socket.on('error', () => undefined);
       socket.end(BUSY);
       return;
     }
-    const session = new Session((this.nextId++).toString(16).toUpperCase(), socket, this.services);
+    const session = new Session(this.slots.nextId().toString(16).toUpperCase(), socket, this.services);
     this.sessions.add(session);
-    void session.run().finally(() => this.sessions.delete(session));
+    void session.run().finally(() => {
+      this.sessions.delete(session);
+      this.slots.release();
+    });
   }
 
   /**
@@ -87,6 +94,21 @@ export class Listener {
       this.log.warn('shutdown deadline reached; closing a session that is still busy');
       s.abort();
     }
+  }
+
+  /** Workers: the listening socket's descriptor, which each worker thread gets a dup() of. */
+  listeningFd(): number {
+    // Node keeps the handle internal; its fd getter is the descriptor on Unix.
+    const fd = (this.server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) throw new Error('the listening socket has no descriptor');
+    return fd;
+  }
+
+  /** Workers: serves a listening socket made by the main thread (its own dup of it). */
+  async adopt(fd: number): Promise<void> {
+    const ready = once(this.server, 'listening');
+    this.server.listen({ fd, backlog: BACKLOG });
+    await ready;
   }
 }
 
