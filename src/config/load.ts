@@ -109,7 +109,17 @@ export function parseConfig(text: string, file: string): Config {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze({ ...values, file, lines: setAt }) as Config;
+  const config = Object.freeze({ ...values, file, lines: setAt }) as Config;
+  SOURCES.set(config, text);
+  return config;
+}
+
+/** The text each Config was parsed from (worker threads parse it again: functions do not cross). */
+const SOURCES = new WeakMap<Config, string>();
+
+/** The configuration text `config` was parsed from, for parseConfig in a worker thread. */
+export function configSource(config: Config): string | undefined {
+  return SOURCES.get(config);
 }
 
 export function loadConfig(file: string): Config {

@@ -100,8 +100,24 @@ export const SCHEMA = {
     arg: 'number',
     doc:
       'The most client connections served at once. A client beyond that gets ' +
-      '"421 Server busy, too many connections" and no upstream connection is made. 1 to 10240.',
+      '"421 Server busy, too many connections" and no upstream connection is made. With ' +
+      'Workers, the limit is for all workers together. 1 to 10240.',
     parse: integer(1, 10240, 'must be between 1 and 10240'),
+  }),
+  workers: row<number>({
+    name: 'Workers',
+    defaultText: '1',
+    arg: 'number|auto',
+    doc:
+      'How many threads accept and serve connections, each with its own event loop, in the ' +
+      'one daemon process. 1: a single thread, no worker threads. auto (or 0): one per CPU ' +
+      'the daemon may use. More than one helps only when one thread is busy all the time ' +
+      '(many small messages at once). MaxConnections counts the connections of all of them ' +
+      'together. See WORKERS in smtpsiftd(8). 1 to 256, or auto.',
+    parse(text) {
+      if (text.toLowerCase() === 'auto') return 0;
+      return integer(0, 256, "must be 'auto' or a number from 0 (auto) to 256")(text);
+    },
   }),
   timeOut: row<number>({
     name: 'TimeOut',
