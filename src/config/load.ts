@@ -153,7 +153,9 @@ function show(value: unknown): string {
  */
 export function formatConfig(config: Config): string {
   const line = (key: OptionKey): string =>
-    config[key] === undefined ? `#${SCHEMA[key].name}:` : `${SCHEMA[key].name}: ${show(config[key])}`;
+    config[key] === undefined
+      ? `#${SCHEMA[key].name}:`
+      : `${SCHEMA[key].name}: ${key === 'workers' && config.workers === 0 ? 'auto' : show(config[key])}`;
   const routed = config.routeType !== undefined;
   const keys = OPTION_KEYS.filter((k) => routed || (k !== 'routeType' && !ROUTED_ONLY.includes(k)));
   return keys.map(line).join('\n') + '\n';
