@@ -68,19 +68,21 @@ async function idleOnEveryThread(d: Daemon, n: number): Promise<RawClient[]> {
   throw new Error(`40 connections did not reach all ${n} threads:\n${d.log()}`);
 }
 
-test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once; both threads served; spool names and log lines whole and unique', T, async () => {
+test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once; both threads served; spool names, log lines and counters whole and exact', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const names = join(t.dir, 'names');
   const logFile = join(t.dir, 'acct.log');
+  const counters = join(t.dir, 'counters.lmdb');
   const d = await startDaemon({
     OutAddress: `127.0.0.1:${up.port}`,
     Workers: '2',
     // File mode: $EMAIL is the spool file; its name is recorded, the message passes unchanged.
     FilterType: 'file',
     FilterCommand: `echo "$EMAIL" >> ${names}`,
-    LogType: 'filelog',
+    LogType: 'filelog+counters',
     LogFile: logFile,
+    CounterDatabase: counters,
     LogFormat: '%status %msize %id',
   });
   try {
@@ -109,6 +111,12 @@ test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once;
     await waitFor(() => lines(logFile).length === 40, 'the 40 accounting lines');
     for (const l of lines(logFile)) assert.match(l, /^delivered \d+ \S+$/, 'whole lines');
     assert.equal(new Set(lines(logFile).map((l) => l.split(' ')[2])).size, 40, 'message ids unique across threads');
+    // Each thread's counters are committed at shutdown: all 40, none twice.
+    assert.equal(await d.stop(), 0);
+    const r = await runSift(['stats', '--db', counters, '--by', 'domain', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const bytes = lines(logFile).reduce((n, l) => n + Number(l.split(' ')[1]), 0);
+    assert.deepEqual((JSON.parse(r.stdout) as { total: unknown }).total, { bytes, messages: 40 });
   } finally {
     await d.stop();
     await up.close();
