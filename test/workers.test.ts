@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { RawClient } from './helpers/client.js';
 import { startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
@@ -309,6 +309,28 @@ test('Workers: 2 on a unix socket Listen: both threads serve it; it is removed a
     await d.stop();
     await up.close();
     t.remove();
+  }
+});
+
+test('Workers: 2, a worker thread that cannot start (route file unreadable by User) -> its error, exit 1, no spool or pid file left', { ...T, skip: process.getuid?.() !== 0 ? 'needs root (User)' : false }, async () => {
+  const conf = configFile('');
+  try {
+    const routes = join(conf.dir, 'routes');
+    writeFileSync(routes, 'a.test 127.0.0.1:2525\n', { mode: 0o600 });
+    chmodSync(conf.dir, 0o777);
+    chmodSync(conf.spool, 0o777);
+    const pidFile = join(conf.dir, 'pid');
+    writeFileSync(
+      conf.file,
+      `Listen: 127.0.0.1:0\nRouteType: file\nRouteDatabase: ${routes}\nTempDirectory: ${conf.spool}\nUser: nobody\nPidFile: ${pidFile}\nWorkers: 2\n`,
+    );
+    const r = await runDaemonCli(['-d', '0', '-f', conf.file]);
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`^smtpsiftd: worker 1: ${routes}: cannot read the route file: .*EACCES`, 'm'));
+    assert.deepEqual(privateSpoolDirs(conf.spool), []);
+    assert.equal(existsSync(pidFile), false);
+  } finally {
+    conf.remove();
   }
 });
 

@@ -108,6 +108,14 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   if (router?.config.allowRelayFrom?.everyone === true) {
     log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
   }
+  const removePidFile = (): void => {
+    if (opts.pidFile === undefined) return;
+    try {
+      unlinkSync(opts.pidFile);
+    } catch (e) {
+      log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
+    }
+  };
   // Workers: the threads start after the drop, so they have the dropped credentials.
   let pool: WorkerPool | undefined;
   let crashed = false;
@@ -116,10 +124,19 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
     const configText = configSource(config);
     if (configText === undefined) throw new Error('Workers: the configuration text is not known');
     const init = { configText, configFile: config.file, level: log.level, slots: slots.buffer, spoolDir: spoolRef.spool.dir };
-    pool = await WorkerPool.start(threads - 1, init, listener.listeningFd(), log, () => {
-      crashed = true;
-      opts.onFatal?.();
-    });
+    try {
+      pool = await WorkerPool.start(threads - 1, init, listener.listeningFd(), log, () => {
+        crashed = true;
+        opts.onFatal?.();
+      });
+    } catch (e) {
+      // Nothing left behind by a start that failed here: the spool, the pid file.
+      await listener.close(0);
+      spoolRef.spool.close();
+      await spoolRef.accounting?.close();
+      removePidFile();
+      throw e;
+    }
     log.notice(`Workers: ${threads} (the main thread and ${threads - 1} worker thread${threads > 2 ? 's' : ''})`);
   }
   router?.watch();
@@ -140,13 +157,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
         // The last lines written out and the counters committed.
         await spoolRef.accounting?.close();
         await router?.close();
-        if (opts.pidFile !== undefined) {
-          try {
-            unlinkSync(opts.pidFile);
-          } catch (e) {
-            log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
-          }
-        }
+        removePidFile();
         return crashed ? 1 : 0;
       })();
       return stopping;
