@@ -56,7 +56,10 @@ interface Thread {
 }
 
 export class WorkerPool {
-  private constructor(private readonly threads: readonly Thread[]) {}
+  private constructor(
+    private readonly threads: readonly Thread[],
+    private readonly log: Logger,
+  ) {}
 
   /**
    * Starts `count` worker threads on dups of `listenFd`; resolves when all of them serve.
@@ -72,6 +75,11 @@ export class WorkerPool {
     onCrash: () => void,
   ): Promise<WorkerPool> {
     let crashed = false;
+    const crash = (): void => {
+      if (crashed) return;
+      crashed = true;
+      onCrash();
+    };
     const threads: Thread[] = [];
     const ready: Promise<void>[] = [];
     for (let index = 1; index <= count; index++) {
@@ -79,6 +87,7 @@ export class WorkerPool {
       const data: WorkerInit = { ...init, index, fd };
       const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: data });
       let started = false;
+      let errored = false;
       const thread: Thread = {
         index,
         worker,
@@ -101,24 +110,25 @@ export class WorkerPool {
               reject(new Error(`worker ${index}: ${e.message}`));
               return;
             }
+            errored = true;
             log.error(`worker ${index} crashed: ${e.stack ?? e.message}`);
+            log.error(`worker ${index}: its connections were cut; stopping the daemon`);
+            // Also while draining: the exit status says so.
+            crash();
           });
           worker.on('exit', (code) => {
             if (!started) {
               reject(new Error(`worker ${index} ended while starting (exit code ${code})`));
               return;
             }
-            if (thread.stopping) return;
+            if (thread.stopping || errored) return;
             log.error(`worker ${index} ended unexpectedly (exit code ${code}); its connections were cut; stopping the daemon`);
-            if (!crashed) {
-              crashed = true;
-              onCrash();
-            }
+            crash();
           });
         }),
       );
     }
-    const pool = new WorkerPool(threads);
+    const pool = new WorkerPool(threads, log);
     const results = await Promise.allSettled(ready);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) {
@@ -160,7 +170,10 @@ export class WorkerPool {
         const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), deadlineMs + EXIT_GRACE_MS)));
         const how = await Promise.race([t.ended.then(() => 'ended' as const), late]);
         clearTimeout(timer);
-        if (how === 'late') await t.worker.terminate();
+        if (how === 'late') {
+          this.log.warn(`worker ${t.index} did not end after the drain deadline; ended it`);
+          await t.worker.terminate();
+        }
       }),
     );
   }
