@@ -21,6 +21,8 @@
  *   getNofile() -> {soft, hard}  getrlimit(RLIMIT_NOFILE); unlimited is Infinity
  *   setNofile(soft, hard)        setrlimit(RLIMIT_NOFILE): more connections than the
  *                                inherited limit allows (raising hard needs CAP_SYS_RESOURCE)
+ *   dupFd(fd) -> fd              another descriptor of the same socket (Workers: each worker
+ *                                thread serves the one listening socket through its own)
  * Every socket made here is close-on-exec: a filter never inherits one.
  */
 #define _GNU_SOURCE
@@ -535,9 +537,11 @@ static void export_fn(napi_env env, napi_value exports, const char *name, napi_c
 }
 
 void register_dot(napi_env env, napi_value exports); /* native/dot.c */
+static napi_value DupFd(napi_env env, napi_callback_info info);
 
 static napi_value Init(napi_env env, napi_value exports) {
   register_dot(env, exports);
+  export_fn(env, exports, "dupFd", DupFd);
   export_fn(env, exports, "cloexecFrom", CloexecFrom);
   export_fn(env, exports, "originalDst", OriginalDst);
   export_fn(env, exports, "transparentListen", TransparentListen);
@@ -550,3 +554,24 @@ static napi_value Init(napi_env env, napi_value exports) {
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
+
+/*
+ * dupFd(fd): a new close-on-exec descriptor of the same open socket. With Workers: N each
+ * worker thread's server owns one and closes it on its own; the kernel hands each new
+ * connection to whichever thread accepts first.
+ */
+static napi_value DupFd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd;
+  napi_value out;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || arg_int(env, argv[0], &fd, "dupFd: a descriptor") != 0) return NULL;
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    throw_errno(env, "dup", errno);
+    return NULL;
+  }
+  napi_create_int32(env, copy, &out);
+  return out;
+}

@@ -34,6 +34,8 @@ interface Addon {
   getNofile(): FileLimit;
   /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */
   setNofile(soft: number, hard: number): void;
+  /** Another close-on-exec descriptor of the same socket (Workers: one per worker thread). */
+  dupFd(fd: number): number;
 }
 
 /** An RLIMIT_NOFILE pair. */

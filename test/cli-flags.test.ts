@@ -128,6 +128,7 @@ test('smtpsift check -f FILE prints the effective configuration, exit 0', async 
         'Listen: 127.0.0.1:2626',
         'OutAddress: 127.0.0.1:2525',
         'MaxConnections: 64',
+        'Workers: 1',
         'TimeOut: 7',
         'KeepAlives: 0',
         'XClient: on',

@@ -120,6 +120,8 @@ test('smtpsift check: every option with its default (proxsmtpd defaults, ServerN
         'FilterCommand', 'FilterReject', 'FilterTimeout', 'FilterType', 'Header', 'KeepAlives', 'Listen',
         'MaxConnections', 'OutAddress', 'PidFile', 'Pipelining', 'ServerName', 'Skip', 'TempDirectory',
         'TimeOut', 'TransparentProxy', 'User', 'XClient',
+        // Workers (issue 7).
+        'Workers',
         // Accounting (issue 6).
         'LogType', 'LogFile', 'CounterDatabase', 'SyslogSocket', 'LogFormat', 'LogDateFormat',
       ].sort(),

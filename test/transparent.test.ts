@@ -6,7 +6,7 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loopReason } from '../src/upstream/destination.js';
 import { startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
@@ -171,7 +171,8 @@ test('netns: TransparentProxy client (REDIRECT), as nobody: the original destina
   });
 });
 
-test('netns: TransparentProxy full (TPROXY), as nobody with CAP_NET_ADMIN only: the server sees the client itself', T, async () => {
+/** TPROXY rules in gw sending port 25 to the proxy (spec §B), and their undoing. */
+function tproxyRules(): { setup: string[][]; undo: string[][] } {
   const table = join(scratch.dir, 'tproxy.nft');
   // spec §B, in native nft. No conntrack rule: the original destination is the accepted
   // socket's local address, so full mode does not depend on conntrack (unlike proxsmtpd).
@@ -196,6 +197,11 @@ test('netns: TransparentProxy full (TPROXY), as nobody with CAP_NET_ADMIN only: 
     ['ip', 'route', 'flush', 'table', '100'],
     ['ip', 'rule', 'del', 'fwmark', '0x1/0x1', 'lookup', '100'],
   ];
+  return { setup, undo };
+}
+
+test('netns: TransparentProxy full (TPROXY), as nobody with CAP_NET_ADMIN only: the server sees the client itself', T, async () => {
+  const { setup, undo } = tproxyRules();
   await withRules(setup, undo, async () => {
     const d = await gwDaemon('B', { TransparentProxy: 'full', OutAddress: `${ADDR.client2}:10026`, User: 'nobody' });
     await withDaemon(d, async () => {
@@ -223,6 +229,39 @@ test('netns: TransparentProxy full (TPROXY), as nobody with CAP_NET_ADMIN only: 
       const mx = token('B-mx2');
       accepted(await net.send('client', ADDR.client2, 25, message(mx)));
       assert.equal(recordedOnlyBy(mx, rec.mx2).peer, ADDR.client, 'mx2 saw the client too');
+    });
+  });
+});
+
+test('netns: TransparentProxy full with Workers: 2: no thread has more than CAP_NET_ADMIN and the worker thread has it; connections served by either thread reach the server from the client itself', T, async () => {
+  const { setup, undo } = tproxyRules();
+  await withRules(setup, undo, async () => {
+    const d = await gwDaemon('W', { TransparentProxy: 'full', OutAddress: `${ADDR.client2}:10026`, User: 'nobody', Workers: '2' });
+    await withDaemon(d, async () => {
+      await d.waitForLog(/Workers: 2 \(the main thread and 1 worker thread\)/);
+      const pid = d.proc.pid ?? 0;
+      const tasks = readdirSync(`/proc/${pid}/task`);
+      assert.ok(tasks.length > 2);
+      // Capabilities are per thread: the main thread and the threads it starts after the
+      // switch (the worker thread) have CAP_NET_ADMIN; threads from before it have none.
+      let withNetAdmin = 0;
+      for (const tid of tasks) {
+        const status = procStatus(pid, tid);
+        assert.equal(status.get('Uid'), '65534\t65534\t65534\t65534', `thread ${tid}`);
+        assert.match(status.get('CapPrm') ?? '', /^00000000000010{3}$|^0{16}$/, `thread ${tid}: nothing but CAP_NET_ADMIN`);
+        assert.equal(status.get('CapEff'), status.get('CapPrm'), `thread ${tid}`);
+        assert.equal(status.get('CapInh'), '0000000000000000');
+        if (status.get('CapEff') === '0000000000001000') withNetAdmin++;
+      }
+      assert.ok(withNetAdmin >= 2, 'the main thread and the worker thread have CAP_NET_ADMIN');
+      const servedBy = new Set<string>();
+      for (let i = 0; i < 20 && servedBy.size < 2; i++) {
+        const ok = token(`W-ok${i}`);
+        accepted(await net.send('client', ADDR.server, 25, message(ok)));
+        assert.equal(recordedOnlyBy(ok, rec.server).peer, ADDR.client, 'the server saw the client\'s own address');
+        for (const m of d.log().matchAll(/^smtpsiftd: (worker \d+: )?[0-9A-F]+: accepted connection/gm)) servedBy.add(m[1] ?? 'main');
+      }
+      assert.equal(servedBy.size, 2, 'both threads served');
     });
   });
 });

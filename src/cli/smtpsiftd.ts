@@ -86,7 +86,7 @@ async function main(args: string[]): Promise<number> {
   let stopping = false;
   const stop = (): void => {
     stopping = true;
-    void daemon?.stop().then(() => process.exit(0));
+    void daemon?.stop().then((status) => process.exit(status));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -95,7 +95,7 @@ async function main(args: string[]): Promise<number> {
   // SIGUSR1: logrotate's reopen (issue 6); ignored before the daemon is up.
   process.on('SIGUSR1', () => daemon?.reopenLogs());
   try {
-    daemon = await startDaemon(config, { log, pidFile, account, router });
+    daemon = await startDaemon(config, { log, pidFile, account, router, onFatal: stop });
   } catch (e) {
     throw new StartupError((e as Error).message, 1);
   }

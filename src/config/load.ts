@@ -109,7 +109,17 @@ export function parseConfig(text: string, file: string): Config {
     }
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return Object.freeze({ ...values, file, lines: setAt }) as Config;
+  const config = Object.freeze({ ...values, file, lines: setAt }) as Config;
+  SOURCES.set(config, text);
+  return config;
+}
+
+/** The text each Config was parsed from (worker threads parse it again: functions do not cross). */
+const SOURCES = new WeakMap<Config, string>();
+
+/** The configuration text `config` was parsed from, for parseConfig in a worker thread. */
+export function configSource(config: Config): string | undefined {
+  return SOURCES.get(config);
 }
 
 export function loadConfig(file: string): Config {
@@ -143,7 +153,9 @@ function show(value: unknown): string {
  */
 export function formatConfig(config: Config): string {
   const line = (key: OptionKey): string =>
-    config[key] === undefined ? `#${SCHEMA[key].name}:` : `${SCHEMA[key].name}: ${show(config[key])}`;
+    config[key] === undefined
+      ? `#${SCHEMA[key].name}:`
+      : `${SCHEMA[key].name}: ${key === 'workers' && config.workers === 0 ? 'auto' : show(config[key])}`;
   const routed = config.routeType !== undefined;
   const keys = OPTION_KEYS.filter((k) => routed || (k !== 'routeType' && !ROUTED_ONLY.includes(k)));
   return keys.map(line).join('\n') + '\n';

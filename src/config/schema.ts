@@ -103,9 +103,24 @@ export const SCHEMA = {
       '"421 Server busy, too many connections" and no upstream connection is made. Each ' +
       'connection takes two open files (the client\'s and the upstream\'s): at start-up the ' +
       'daemon raises its open files limit to 2 * MaxConnections + 256 where it may, and says ' +
-      'so in the log; where it may not, it serves as many as the limit has room for and warns. ' +
-      '1 to 100000.',
+      'so in the log; where it may not, it serves as many as the limit has room for and warns. With Workers, the limit is for ' +
+      'all workers together. 1 to 100000.',
     parse: integer(1, 100000, 'must be between 1 and 100000'),
+  }),
+  workers: row<number>({
+    name: 'Workers',
+    defaultText: '1',
+    arg: 'number|auto',
+    doc:
+      'How many threads accept and serve connections, each with its own event loop, in the ' +
+      'one daemon process. 1: a single thread, no worker threads. auto (or 0): one per CPU ' +
+      'the daemon may use. More than one helps only when one thread is busy all the time ' +
+      '(many small messages at once). MaxConnections counts the connections of all of them ' +
+      'together. See WORKERS in smtpsiftd(8). 1 to 256, or auto.',
+    parse(text) {
+      if (text.toLowerCase() === 'auto') return 0;
+      return integer(0, 256, "must be 'auto' or a number from 0 (auto) to 256")(text);
+    },
   }),
   timeOut: row<number>({
     name: 'TimeOut',

@@ -12,6 +12,9 @@ import { Listener } from './listener.js';
 import { raiseFdLimit } from './fdlimit.js';
 import { Accounting } from '../accounting/accounting.js';
 import { dropTo, type Account } from './privileges.js';
+import { connectionSlots } from './slots.js';
+import { WorkerPool, workerCount } from './workers.js';
+import { configSource } from '../config/load.js';
 
 /** How long sessions may take to finish their message after SIGTERM (documented in smtpsiftd(8)). */
 export const DRAIN_SECONDS = 30;
@@ -23,12 +26,17 @@ export interface DaemonOptions {
   readonly account: Account | undefined;
   /** Routed mode (RouteType): the route table, loaded before (its errors exit with status 2). */
   readonly router?: Router | undefined;
+  /** Called once when a worker thread dies (Workers > 1): the caller stops the daemon. */
+  readonly onFatal?: () => void;
 }
 
 export interface Daemon {
   readonly listener: Listener;
-  /** Resolves when the daemon has drained and cleaned up after a stop(). */
-  stop(): Promise<void>;
+  /**
+   * Resolves when the daemon has drained and cleaned up after a stop(), with the exit
+   * status: 0, or 1 when a worker thread died.
+   */
+  stop(): Promise<number>;
   /** SIGHUP: re-reads what can be re-read (the route file), reopens the log file; sessions carry on. */
   reload(): void;
   /** SIGUSR1 (logrotate): reopens the accounting log file. */
@@ -41,6 +49,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   const transparent = config.transparentProxy;
   const router = opts.router;
   router?.setLogger(log);
+  const slots = connectionSlots(config.maxConnections);
   const listener: Listener = new Listener(
     {
       config,
@@ -66,13 +75,14 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
             }),
     },
     log,
+    slots,
   );
   // proxsmtpd.conf(5): OutAddress "will be ignored when TransparentProxy is enabled".
   if (transparent !== 'off' && config.outAddress !== undefined) {
     log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
   }
   // Before listening, and before the privilege drop (raising the hard limit needs root).
-  listener.maxConnections = raiseFdLimit(config.maxConnections, log).maxConnections;
+  slots.setLimit(raiseFdLimit(config.maxConnections, log).maxConnections);
   await listener.listen(config.listen, transparent === 'full');
   if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
   if (opts.account) {
@@ -101,6 +111,37 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   if (router?.config.allowRelayFrom?.everyone === true) {
     log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
   }
+  const removePidFile = (): void => {
+    if (opts.pidFile === undefined) return;
+    try {
+      unlinkSync(opts.pidFile);
+    } catch (e) {
+      log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
+    }
+  };
+  // Workers: the threads start after the drop, so they have the dropped credentials.
+  let pool: WorkerPool | undefined;
+  let crashed = false;
+  const threads = workerCount(config);
+  if (threads > 1) {
+    const configText = configSource(config);
+    if (configText === undefined) throw new Error('Workers: the configuration text is not known');
+    const init = { configText, configFile: config.file, level: log.level, slots: slots.buffer, spoolDir: spoolRef.spool.dir };
+    try {
+      pool = await WorkerPool.start(threads - 1, init, listener.listeningFd(), log, () => {
+        crashed = true;
+        opts.onFatal?.();
+      });
+    } catch (e) {
+      // Nothing left behind by a start that failed here: the spool, the pid file.
+      await listener.close(0);
+      spoolRef.spool.close();
+      await spoolRef.accounting?.close();
+      removePidFile();
+      throw e;
+    }
+    log.notice(`Workers: ${threads} (the main thread and ${threads - 1} worker thread${threads > 2 ? 's' : ''})`);
+  }
   router?.watch();
   const upstream =
     router !== undefined
@@ -108,33 +149,30 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       : transparent !== 'off' ? `the original destination (TransparentProxy ${transparent})` : config.outAddress ? formatAddress(config.outAddress) : '?';
   log.notice(`listening on ${boundAddress(listener, config)}; upstream ${upstream}`);
 
-  let stopping: Promise<void> | undefined;
+  let stopping: Promise<number> | undefined;
   return {
     listener,
     stop() {
       stopping ??= (async () => {
         log.notice('stopping: no new connections; letting sessions finish');
-        await listener.close(DRAIN_SECONDS * 1000);
+        await Promise.all([listener.close(DRAIN_SECONDS * 1000), pool?.stop(DRAIN_SECONDS * 1000)]);
         spoolRef.spool?.close();
         // The last lines written out and the counters committed.
         await spoolRef.accounting?.close();
         await router?.close();
-        if (opts.pidFile !== undefined) {
-          try {
-            unlinkSync(opts.pidFile);
-          } catch (e) {
-            log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
-          }
-        }
+        removePidFile();
+        return crashed ? 1 : 0;
       })();
       return stopping;
     },
     reload() {
+      pool?.reload();
       spoolRef.accounting?.reopen();
       if (router === undefined) log.notice(spoolRef.accounting !== undefined ? 'SIGHUP received; log file reopened' : 'SIGHUP received; nothing to reload');
       else router.reload('SIGHUP');
     },
     reopenLogs() {
+      pool?.reopenLogs();
       spoolRef.accounting?.reopen();
       log.notice('SIGUSR1 received; log file reopened');
     },

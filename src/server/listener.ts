@@ -7,6 +7,7 @@ import { formatAddress, type ListenAddress } from '../config/addresses.js';
 import type { Logger } from '../log/logger.js';
 import { native, type NativeError } from '../native.js';
 import { Session, type SessionServices } from '../session/session.js';
+import { connectionSlots, type ConnectionSlots } from './slots.js';
 
 /** proxsmtpd used 5, which left half of a connection burst without a greeting. */
 const BACKLOG = 511;
@@ -16,26 +17,26 @@ const BUSY = Buffer.from('421 Server busy, too many connections\r\n');
 export class Listener {
   private readonly server: Server;
   private readonly sessions = new Set<Session>();
-  private readonly forget = (s: Session): void => void this.sessions.delete(s);
-  /** proxsmtpd's connection ids: a counter from 0x100000, printed as hex. */
-  private nextId = 0x100000;
-  /**
-   * The connections served at once: MaxConnections, or fewer when the open files limit
-   * has no room for that many (set by the daemon after raiseFdLimit).
-   */
-  maxConnections: number;
   /** Out of descriptors at accept: logged at most every EMFILE_LOG_MS, with a count. */
   private emfileCount = 0;
   private emfileLogAt = 0;
+  private readonly forget = (s: Session): void => {
+    this.sessions.delete(s);
+    this.slots.release();
+  };
 
+  /**
+   * `slots`: the MaxConnections count and the connection ids, shared by all the workers'
+   * listeners with Workers > 1 (src/server/slots.ts).
+   */
   constructor(
     private readonly services: SessionServices,
     private readonly log: Logger,
+    private readonly slots: ConnectionSlots = connectionSlots(services.config.maxConnections),
   ) {
     // Half-open: a client that shuts down its sending side still gets its replies.
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
     this.server.on('error', (e: NativeError) => this.serverError(e));
-    this.maxConnections = services.config.maxConnections;
   }
 
   /**
@@ -96,13 +97,13 @@ export class Listener {
   }
 
   private accept(socket: Socket): void {
-    if (this.sessions.size >= this.maxConnections) {
-      this.log.error(`too many connections open (max ${this.maxConnections}). sent busy response`);
+    if (!this.slots.take()) {
+      this.log.error(`too many connections open (max ${this.slots.limit()}). sent busy response`);
       socket.on('error', () => undefined);
       socket.end(BUSY);
       return;
     }
-    const session = new Session((this.nextId++).toString(16).toUpperCase(), socket, this.services);
+    const session = new Session(this.slots.nextId().toString(16).toUpperCase(), socket, this.services);
     this.sessions.add(session);
     void session.run(this.forget);
   }
@@ -120,6 +121,21 @@ export class Listener {
       this.log.warn('shutdown deadline reached; closing a session that is still busy');
       s.abort();
     }
+  }
+
+  /** Workers: the listening socket's descriptor, which each worker thread gets a dup() of. */
+  listeningFd(): number {
+    // Node keeps the handle internal; its fd getter is the descriptor on Unix.
+    const fd = (this.server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+    if (typeof fd !== 'number' || fd < 0) throw new Error('the listening socket has no descriptor');
+    return fd;
+  }
+
+  /** Workers: serves a listening socket made by the main thread (its own dup of it). */
+  async adopt(fd: number): Promise<void> {
+    const ready = once(this.server, 'listening');
+    this.server.listen({ fd, backlog: BACKLOG });
+    await ready;
   }
 }
 

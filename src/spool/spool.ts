@@ -99,6 +99,8 @@ export class SpoolFile {
 
 export class Spool {
   private counter = 0;
+  /** Worker threads share the directory; each names its files with its own tag. */
+  private tag = '';
 
   private constructor(
     readonly dir: string,
@@ -150,7 +152,18 @@ export class Spool {
 
   /** A fresh name in the private directory, for a file someone else creates (filter output). */
   path(): string {
-    return join(this.dir, `msg-${++this.counter}`);
+    return join(this.dir, `msg-${this.tag}${++this.counter}`);
+  }
+
+  /**
+   * A worker thread's view of the daemon's directory (Workers): its files are named
+   * `msg-w<n>-<counter>`, so that names stay unique across threads. The main thread
+   * removes the directory at exit; a worker never calls close().
+   */
+  static shared(dir: string, worker: number, log: Logger): Spool {
+    const spool = new Spool(dir, log);
+    spool.tag = `w${worker}-`;
+    return spool;
   }
 
   /** Removes the directory and anything left in it (at exit). */

@@ -95,9 +95,9 @@ export function alive(pid: number): boolean {
 }
 
 /** Fields of /proc/PID/status, e.g. `Uid` → `65534\t65534\t65534\t65534`. */
-export function procStatus(pid: number): Map<string, string> {
+export function procStatus(pid: number, tid?: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const line of readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')) {
+  for (const line of readFileSync(tid === undefined ? `/proc/${pid}/status` : `/proc/${pid}/task/${tid}/status`, 'utf8').split('\n')) {
     const colon = line.indexOf(':');
     if (colon > 0) out.set(line.slice(0, colon), line.slice(colon + 1).trim());
   }
