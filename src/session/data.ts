@@ -37,8 +37,8 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
   const filtered = !skipsFilter(s) && s.config.filterCommand !== undefined;
   const store = await openStore(s, filtered);
   if (store === undefined) return 'continue';
-  // A fresh private path for a pipe filter's output.
-  const output = filtered && s.config.filterType === 'pipe' ? s.services.spool.path() : undefined;
+  // A fresh private path for the filter's output (pipe mode); none when nothing is filtered.
+  const output = filtered ? s.services.spool.path() : undefined;
   let size = 0;
   /** Bytes the upstream was sent (unstuffed), once the whole message went up. */
   let sent: number | undefined;
@@ -51,9 +51,10 @@ export async function receiveMessage(s: Session): Promise<Outcome> {
     upstreamIdle = keepAlive(s.upstream, s.config.keepAlives, s.log);
     size = await receive(s, store);
     const message = store.finish();
+    // A filtered message is always in a file (the store was made with toFile).
     const verdict =
-      filtered && typeof message === 'string'
-        ? await filterMessage({ config: s.config, log: s.log, message, output: output ?? '', facts: facts(s) })
+      output !== undefined && typeof message === 'string'
+        ? await filterMessage({ config: s.config, log: s.log, message, output, facts: facts(s) })
         : undefined;
     await upstreamIdle.stop();
     action = verdict?.verdict.action;
@@ -122,8 +123,9 @@ function header(s: Session): string | undefined {
 
 /**
  * Reads the client's data up to CRLF.CRLF into the store; returns its size. The store
- * writes synchronously, so the socket reader's high-water mark is the backpressure. A spool failure does not stop the reading: the rest is discarded, and the failure
- * is reported when the store is finished, so that no body line is taken for a command.
+ * writes synchronously, so the socket reader's high-water mark is the backpressure. A
+ * spool failure does not stop the reading: the rest is discarded, and the failure is
+ * reported when the store is finished, so that no body line is taken for a command.
  */
 async function receive(s: Session, store: MessageStore): Promise<number> {
   const decoder = new DotDecoder();
