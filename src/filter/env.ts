@@ -22,6 +22,17 @@ export interface FilterFacts {
  */
 const asEnv = (v: string): string => Buffer.from(v, 'latin1').toString('utf8').replace(/\0/g, '');
 
+let inherited: NodeJS.ProcessEnv | undefined;
+
+/**
+ * The daemon's own environment, copied once: process.env reads the C environment on every
+ * access, and copying it for each message cost about 0.35 ms. The daemon never changes it.
+ */
+export function daemonEnv(): NodeJS.ProcessEnv {
+  inherited ??= { ...process.env };
+  return inherited;
+}
+
 export function filterEnv(base: NodeJS.ProcessEnv, f: FilterFacts): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...base };
   for (const name of OURS) delete env[name];

@@ -3,7 +3,7 @@
 
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
-import { filterEnv, type FilterFacts } from './env.js';
+import { daemonEnv, filterEnv, type FilterFacts } from './env.js';
 import { runFilter } from './run.js';
 import { LOCAL_ERROR, verdictOf, type Verdict } from './verdict.js';
 
@@ -34,7 +34,7 @@ export async function filterMessage(req: FilterRequest): Promise<FilterOutcome> 
     command,
     stdin: file ? undefined : req.message,
     stdout: file ? undefined : req.output,
-    env: filterEnv(process.env, { ...req.facts, email: file ? req.message : undefined, tmpdir: config.tempDirectory }),
+    env: filterEnv(daemonEnv(), { ...req.facts, email: file ? req.message : undefined, tmpdir: config.tempDirectory }),
     timeoutMs: config.filterTimeout * 1000,
   });
   log.debug(`executed filter command: ${command} (pid: ${run.pid ?? 'none'})`);
