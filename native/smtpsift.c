@@ -537,10 +537,12 @@ static void export_fn(napi_env env, napi_value exports, const char *name, napi_c
 }
 
 void register_dot(napi_env env, napi_value exports); /* native/dot.c */
+void register_spawn(napi_env env, napi_value exports); /* native/spawn.c */
 static napi_value DupFd(napi_env env, napi_callback_info info);
 
 static napi_value Init(napi_env env, napi_value exports) {
   register_dot(env, exports);
+  register_spawn(env, exports);
   export_fn(env, exports, "dupFd", DupFd);
   export_fn(env, exports, "cloexecFrom", CloexecFrom);
   export_fn(env, exports, "originalDst", OriginalDst);

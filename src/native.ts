@@ -34,6 +34,18 @@ interface Addon {
   getNofile(): FileLimit;
   /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */
   setNofile(soft: number, hard: number): void;
+  /**
+   * `/bin/sh -c command` by posix_spawn (native/spawn.c): its own process group, default
+   * signals, stdin/stdout on the descriptors (-1: /dev/null), stderr on a new pipe whose read
+   * end is returned; onExit gets the exit code, or null and the signal number.
+   */
+  spawnFilter(
+    command: string,
+    env: readonly string[],
+    stdinFd: number,
+    stdoutFd: number,
+    onExit: (code: number | null, signal: number | null) => void,
+  ): { readonly pid: number; readonly stderr: number };
   /** Another close-on-exec descriptor of the same socket (Workers: one per worker thread). */
   dupFd(fd: number): number;
 }

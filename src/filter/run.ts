@@ -3,8 +3,9 @@
 // A filter never outlives its time (design invariant 5): at the deadline the whole group,
 // grandchildren included, is killed and the answer comes at once.
 
-import { spawn } from 'node:child_process';
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
+import { Socket } from 'node:net';
+import { constants } from 'node:os';
 import { native } from '../native.js';
 import { LastLine } from './last-line.js';
 import type { FilterEnd } from './verdict.js';
@@ -41,9 +42,9 @@ export function runFilter(job: FilterJob): FilterRun {
   let stdinFd: number | undefined;
   let stdoutFd: number | undefined;
   try {
-    if (job.stdin !== undefined) stdinFd = openSync(job.stdin, constants.O_RDONLY);
+    if (job.stdin !== undefined) stdinFd = openSync(job.stdin, fsConstants.O_RDONLY);
     if (job.stdout !== undefined) {
-      const flags = constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY | constants.O_NOFOLLOW;
+      const flags = fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW;
       stdoutFd = openSync(job.stdout, flags, 0o600);
     }
   } catch (e) {
@@ -51,59 +52,71 @@ export function runFilter(job: FilterJob): FilterRun {
     return { pid: undefined, ended: Promise.resolve({ kind: 'crash', why: `cannot open the filter's files: ${(e as Error).message}` }) };
   }
   // Descriptors the daemon inherited or that native code opened without close-on-exec
-  // would reach the filter (libuv only closes its own): mark them all, every time, since
-  // it is one system call. The filter gets 0, 1 and 2 and nothing else, as with proxsmtpd.
+  // would reach the filter: mark them all, every time, since it is one system call. The
+  // filter gets 0, 1 and 2 and nothing else, as with proxsmtpd.
   native.cloexecFrom(3);
-  // detached: the filter leads a new process group, so one kill reaches all it started.
-  // libuv resets signal dispositions to their defaults in the child.
-  const child = spawn('/bin/sh', ['-c', job.command], {
-    detached: true,
-    stdio: [stdinFd ?? 'ignore', stdoutFd ?? 'ignore', 'pipe'],
-    env: job.env,
-  });
-  if (stdinFd !== undefined) closeSync(stdinFd);
-  if (stdoutFd !== undefined) closeSync(stdoutFd);
+  let exited: ((code: number | null, signal: number | null) => void) | undefined;
+  let child: { readonly pid: number; readonly stderr: number };
+  try {
+    // posix_spawn, not child_process.spawn: that one forks the whole daemon (native/spawn.c).
+    const env = Object.entries(job.env).map(([k, v]) => `${k}=${v ?? ''}`);
+    child = native.spawnFilter(job.command, env, stdinFd ?? -1, stdoutFd ?? -1, (code, signal) => exited?.(code, signal));
+  } catch (e) {
+    return { pid: undefined, ended: Promise.resolve({ kind: 'crash', why: `cannot run /bin/sh: ${(e as Error).message}` }) };
+  } finally {
+    if (stdinFd !== undefined) closeSync(stdinFd);
+    if (stdoutFd !== undefined) closeSync(stdoutFd);
+  }
+  const { pid } = child;
+  const stderr = new Socket({ fd: child.stderr, readable: true, writable: false });
 
   const ended = new Promise<FilterEnd>((resolve) => {
     const lastLine = new LastLine();
     let settled = false;
     let linger: NodeJS.Timeout | undefined;
+    let stderrClosed = false;
+    let status: FilterEnd | undefined;
     const finish = (end: FilterEnd, keepStderr = false): void => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
       clearTimeout(linger);
-      if (!keepStderr) child.stderr?.destroy();
+      if (!keepStderr) stderr.destroy();
       resolve(end);
     };
     const deadline = setTimeout(() => {
-      const pid = child.pid;
-      if (pid === undefined) return finish({ kind: 'crash', why: 'timeout: the filter never started' });
       killGroup(pid, 'SIGTERM');
       // stderr stays open through the grace: a filter that cleans up on SIGTERM (or whose
       // shell reports "Terminated") must not die of SIGPIPE before its trap has run.
       setTimeout(() => {
         killGroup(pid, 'SIGKILL');
-        child.stderr?.destroy();
+        stderr.destroy();
       }, KILL_GRACE_MS).unref();
       finish({ kind: 'crash', why: `timeout: no verdict after ${job.timeoutMs / 1000} s; killed` }, true);
     }, job.timeoutMs);
-    child.stderr?.on('data', (chunk: Buffer) => lastLine.write(chunk));
-    child.on('error', (e) => finish({ kind: 'crash', why: `cannot run /bin/sh: ${e.message}` }));
-    let status: FilterEnd | undefined;
-    child.on('exit', (code, signal) => {
+    stderr.on('data', (chunk: Buffer) => lastLine.write(chunk));
+    stderr.on('error', () => undefined); // its end is all that matters
+    stderr.on('close', () => {
+      stderrClosed = true;
+      if (status) finish(withLine(status, lastLine));
+    });
+    exited = (code, signal) => {
       status =
         code !== null
           ? { kind: 'exit', code, lastLine: undefined }
-          : { kind: 'crash', why: `filter killed by ${signal ?? 'a signal'}` };
+          : { kind: 'crash', why: `filter killed by ${signalName(signal)}` };
       // stderr may still hold the last line; wait for its end, but not for grandchildren.
-      linger = setTimeout(() => finish(withLine(status, lastLine)), STDERR_LINGER_MS);
-    });
-    child.on('close', () => {
-      if (status) finish(withLine(status, lastLine));
-    });
+      if (stderrClosed) finish(withLine(status, lastLine));
+      else linger = setTimeout(() => finish(withLine(status, lastLine)), STDERR_LINGER_MS);
+    };
   });
-  return { pid: child.pid, ended };
+  return { pid, ended };
+}
+
+/** SIGKILL for 9, as Node names signals. */
+function signalName(signal: number | null): string {
+  const entry = Object.entries(constants.signals).find(([, n]) => n === signal);
+  return entry?.[0] ?? 'a signal';
 }
 
 function withLine(status: FilterEnd | undefined, lastLine: LastLine): FilterEnd {
