@@ -79,7 +79,7 @@ static void on_exit_ready(uv_poll_t *p, int status, int events) {
   do r = waitpid(c->pid, &c->status, WNOHANG);
   while (r < 0 && errno == EINTR);
   if (r == 0) return; /* not yet: the pidfd said so early; wait for the next event */
-  if (r < 0) c->status = 0;
+  if (r < 0) c->status = -1; /* not ours to reap (ECHILD): neither an exit nor a signal, so a crash, never an accept */
   uv_poll_stop(p);
   uv_close((uv_handle_t *)p, on_closed);
 }
