@@ -64,6 +64,8 @@ static void call_exit(napi_env env, napi_value js_cb, void *context, void *data)
   free(c);
 }
 
+static void free_child(uv_handle_t *h) { free(h); }
+
 static void on_closed(uv_handle_t *h) {
   child_t *c = (child_t *)h;
   close(c->pidfd);
@@ -157,13 +159,25 @@ static napi_value SpawnFilter(napi_env env, napi_callback_info info) {
   child_t *c = calloc(1, sizeof *c);
   c->pidfd = pidfd;
   c->pid = pid;
-  uv_loop_t *loop;
+  uv_loop_t *loop = NULL;
   napi_value name;
   napi_get_uv_event_loop(env, &loop);
   napi_create_string_utf8(env, "smtpsift filter exit", NAPI_AUTO_LENGTH, &name);
-  napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL, call_exit, &c->tsfn);
-  uv_poll_init(loop, &c->poll, pidfd);
-  uv_poll_start(&c->poll, UV_READABLE, on_exit_ready);
+  int uerr = UV_EINVAL, polling = 0;
+  if (loop == NULL ||
+      napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL, call_exit, &c->tsfn) != napi_ok ||
+      (uerr = uv_poll_init(loop, &c->poll, pidfd)) != 0 || (polling = 1, uerr = uv_poll_start(&c->poll, UV_READABLE, on_exit_ready)) != 0) {
+    /* Nobody could reap it: it must not run unwatched. */
+    kill(-pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(err_fds[0]);
+    close(pidfd);
+    if (c->tsfn != NULL) napi_release_threadsafe_function(c->tsfn, napi_tsfn_release);
+    if (polling) uv_close((uv_handle_t *)&c->poll, free_child); /* the loop knows the handle */
+    else free(c);
+    throw_errno(env, "watching the filter's exit", uerr < 0 ? -uerr : EINVAL);
+    goto done;
+  }
   napi_value v;
   napi_create_object(env, &result);
   napi_create_int32(env, pid, &v);
