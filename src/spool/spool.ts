@@ -79,8 +79,10 @@ export class SpoolFile {
     const fd = this.fd;
     if (fd === undefined) return;
     while (left.length > 0) {
-      // A short write (rare on a file) leaves the rest for the next writev.
+      // A short write (rare on a file; libuv also caps a writev at IOV_MAX pieces) leaves
+      // the rest for the next writev; writing nothing at all is a failure, not a loop.
       let n = this.attempt(() => writevSync(fd, left));
+      if (n === 0) throw new SiftError('SPOOL_FAILED', `writing ${this.path}: nothing was written`);
       let i = 0;
       while (i < left.length && n >= (left[i] as Buffer).length) n -= (left[i++] as Buffer).length;
       left = left.slice(i);
