@@ -12,6 +12,8 @@ import type { MessageEvent } from './event.js';
 import { FileLog } from './filelog.js';
 import { compileLogFormat, DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, type Renderer } from './format.js';
 import { createRequire } from 'node:module';
+import type { Config } from '../config/schema.js';
+import type { Logger } from '../log/logger.js';
 
 interface UnixDgramSocket {
   send(buf: Buffer, offset: number, length: number, path: string, cb?: (err?: Error) => void): void;
@@ -104,4 +106,18 @@ export class Accounting {
     await this.counters?.close();
     this.syslog?.close();
   }
+}
+
+/** The accounting a configuration asks for; undefined with LogType nolog. */
+export function accountingFor(config: Config, log: Logger): Accounting | undefined {
+  if (config.logType === 'nolog') return undefined;
+  return new Accounting({
+    logType: config.logType,
+    logFile: config.logFile,
+    counterDatabase: config.counterDatabase,
+    syslogSocket: config.syslogSocket,
+    logFormat: config.logFormat,
+    logDateFormat: config.logDateFormat,
+    onError: (m) => log.error(m),
+  });
 }

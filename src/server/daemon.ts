@@ -6,11 +6,11 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Spool } from '../spool/spool.js';
 import { CAP_NET_ADMIN } from '../native.js';
-import { fixedDestination, transparentDestination } from '../upstream/destination.js';
+import { destinationFor } from '../upstream/destination.js';
 import type { Router } from '../routing/router.js';
 import { Listener } from './listener.js';
 import { raiseFdLimit } from './fdlimit.js';
-import { Accounting } from '../accounting/accounting.js';
+import { accountingFor, type Accounting } from '../accounting/accounting.js';
 import { dropTo, type Account } from './privileges.js';
 import { connectionSlots } from './slots.js';
 import { WorkerPool, workerCount } from './workers.js';
@@ -62,17 +62,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       get accounting(): Accounting | undefined {
         return spoolRef.accounting;
       },
-      destination:
-        router !== undefined
-          ? () => {
-              throw new Error('routed mode dials per recipient');
-            }
-          : transparent === 'off'
-          ? fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 })
-          : transparentDestination(transparent, () => {
-              const a = listener.address();
-              return a !== null && typeof a === 'object' ? a : undefined;
-            }),
+      destination: destinationFor(config, router !== undefined, () => listener.tcpAddress()),
     },
     log,
     slots,
@@ -97,17 +87,7 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   // After the drop, so the spool belongs to the user the filters run as.
   spoolRef.spool = Spool.create(config.tempDirectory, log);
   // Likewise the log file and the counters database (issue 6).
-  if (config.logType !== 'nolog') {
-    spoolRef.accounting = new Accounting({
-      logType: config.logType,
-      logFile: config.logFile,
-      counterDatabase: config.counterDatabase,
-      syslogSocket: config.syslogSocket,
-      logFormat: config.logFormat,
-      logDateFormat: config.logDateFormat,
-      onError: (m) => log.error(m),
-    });
-  }
+  spoolRef.accounting = accountingFor(config, log);
   if (router?.config.allowRelayFrom?.everyone === true) {
     log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
   }
@@ -181,7 +161,6 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
 
 /** The address actually bound (the port is chosen by the system for `Listen: ...:0`). */
 function boundAddress(listener: Listener, config: Config): string {
-  const a = listener.address();
-  if (a === null || typeof a === 'string') return formatAddress(config.listen);
-  return formatAddress({ kind: 'tcp', host: a.address, port: a.port });
+  const a = listener.tcpAddress();
+  return formatAddress(a === undefined ? config.listen : { kind: 'tcp', host: a.address, port: a.port });
 }

@@ -96,6 +96,12 @@ export class Listener {
     return this.server.address();
   }
 
+  /** The bound TCP address and port; undefined for a unix socket or before listening. */
+  tcpAddress(): { readonly address: string; readonly port: number } | undefined {
+    const a = this.server.address();
+    return a !== null && typeof a === 'object' ? a : undefined;
+  }
+
   private accept(socket: Socket): void {
     if (!this.slots.take()) {
       this.log.error(`too many connections open (max ${this.slots.limit()}). sent busy response`);

@@ -7,12 +7,12 @@
 // lines go to the main thread's logger, prefixed `worker N: `.
 
 import { parentPort, workerData } from 'node:worker_threads';
-import { Accounting } from '../accounting/accounting.js';
+import { accountingFor } from '../accounting/accounting.js';
 import { parseConfig } from '../config/load.js';
 import { Logger, type Level, type Sink } from '../log/logger.js';
 import { Router } from '../routing/router.js';
 import { Spool } from '../spool/spool.js';
-import { fixedDestination, transparentDestination } from '../upstream/destination.js';
+import { destinationFor } from '../upstream/destination.js';
 import { Listener } from './listener.js';
 import { connectionSlots } from './slots.js';
 import type { FromWorker, ToWorker, WorkerInit } from './workers.js';
@@ -27,19 +27,7 @@ async function main(): Promise<void> {
   const config = parseConfig(init.configText, init.configFile);
   const router = config.routeType !== undefined ? new Router(config, log) : undefined;
   const spool = Spool.shared(init.spoolDir, init.index, log);
-  const accounting =
-    config.logType === 'nolog'
-      ? undefined
-      : new Accounting({
-          logType: config.logType,
-          logFile: config.logFile,
-          counterDatabase: config.counterDatabase,
-          syslogSocket: config.syslogSocket,
-          logFormat: config.logFormat,
-          logDateFormat: config.logDateFormat,
-          onError: (m) => log.error(m),
-        });
-  const transparent = config.transparentProxy;
+  const accounting = accountingFor(config, log);
   const listener: Listener = new Listener(
     {
       config,
@@ -47,17 +35,7 @@ async function main(): Promise<void> {
       spool,
       router,
       accounting,
-      destination:
-        router !== undefined
-          ? () => {
-              throw new Error('routed mode dials per recipient');
-            }
-          : transparent === 'off'
-          ? fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 })
-          : transparentDestination(transparent, () => {
-              const a = listener.address();
-              return a !== null && typeof a === 'object' ? a : undefined;
-            }),
+      destination: destinationFor(config, router !== undefined, () => listener.tcpAddress()),
     },
     log,
     connectionSlots(config.maxConnections, init.slots),

@@ -4,6 +4,7 @@
 import { networkInterfaces } from 'node:os';
 import type { Socket } from 'node:net';
 import type { OutAddress } from '../config/addresses.js';
+import type { Config } from '../config/schema.js';
 import { SiftError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
 import { native, type NativeError } from '../native.js';
@@ -12,6 +13,25 @@ import { describe, type Endpoint } from './upstream.js';
 
 /** Picks the upstream of one client connection; a SiftError ends the session with its 421. */
 export type Destination = (socket: Socket, clientIp: string | undefined, log: Logger) => Endpoint;
+
+/**
+ * The strategy a configuration asks for. `listening` gives the listener's own address, for
+ * the transparent modes' loop guard; a router dials per recipient, so none is needed then.
+ */
+export function destinationFor(
+  config: Config,
+  routed: boolean,
+  listening: ListeningAddress,
+): Destination {
+  if (routed) {
+    return () => {
+      throw new Error('routed mode dials per recipient');
+    };
+  }
+  const transparent = config.transparentProxy;
+  if (transparent === 'off') return fixedDestination(config.outAddress ?? { kind: 'loopback', port: 25 });
+  return transparentDestination(transparent, listening);
+}
 
 export function fixedDestination(out: OutAddress): Destination {
   switch (out.kind) {
