@@ -91,12 +91,10 @@ export class Listener {
     }
   }
 
-  /** The bound address, e.g. to learn the port after `Listen: 127.0.0.1:0`. */
-  address(): ReturnType<Server['address']> {
-    return this.server.address();
-  }
-
-  /** The bound TCP address and port; undefined for a unix socket or before listening. */
+  /**
+   * The bound TCP address and port (e.g. the port chosen for `Listen: 127.0.0.1:0`);
+   * undefined for a unix socket or before listening.
+   */
   tcpAddress(): { readonly address: string; readonly port: number } | undefined {
     const a = this.server.address();
     return a !== null && typeof a === 'object' ? a : undefined;
