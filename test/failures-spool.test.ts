@@ -11,13 +11,14 @@ import { startDaemon, type Daemon } from './helpers/daemon.js';
 import { RawClient } from './helpers/client.js';
 import { RecordingUpstream } from './helpers/upstream.js';
 import { owner, privateSpoolDirs, spoolFiles } from './helpers/process.js';
+import { IN_MEMORY_MAX } from '../src/spool/message.js';
 
 const SPOOL_FAILED = '451 4.3.0 Local Error: cannot spool the message, try again later\r\n';
 const isRoot = process.getuid?.() === 0;
 /** Options that make every message go through a filter, hence through a spool file. */
 const FILTERED = { FilterCommand: 'cat', FilterType: 'pipe' };
-/** A message over the 64 KiB a message may hold in memory. */
-const BIG = `Subject: big\r\n\r\n${`${'b'.repeat(78)}\r\n`.repeat(1000)}`;
+/** A message over what a message may hold in memory (64 KiB). */
+const BIG = `Subject: big\r\n\r\n${`${'b'.repeat(78)}\r\n`.repeat(Math.ceil(IN_MEMORY_MAX / 80) + 100)}`;
 
 async function envelope(c: RawClient): Promise<void> {
   assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);

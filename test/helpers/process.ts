@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { SMTPSIFT, SMTPSIFTD, tempDir } from './daemon.js';
+import { IN_MEMORY_MAX } from '../../src/spool/message.js';
 
 export interface RunResult {
   readonly status: number | null;
@@ -66,7 +67,7 @@ export function privateSpoolDirs(tempDirectory: string): string[] {
  * Message lines over the 64 KiB a message may hold in memory: a message with them is
  * moved to a spool file as it arrives (an unfiltered small one never touches the disk).
  */
-export const SPILLED = `${'s'.repeat(998)}\r\n`.repeat(70);
+export const SPILLED = `${'s'.repeat(998)}\r\n`.repeat(Math.ceil(IN_MEMORY_MAX / 1000) + 4);
 
 /** Every file in the daemon's private spool directories: must be empty between messages. */
 export function spoolFiles(tempDirectory: string): string[] {
