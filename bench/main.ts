@@ -334,7 +334,7 @@ class Runner {
   /** A fresh daemon per repetition in front of our own sink, with MaxConnections for them all. */
   private async idle(s: Scenario & { kind: 'idle' }, label: string, rep: number): Promise<void> {
     const count = this.budget.idleConnections;
-    const t = await this.fresh(s, label, s.upstream, s.config);
+    const t = await this.fresh(s, label, s.upstream, this.spec(label).kind === 'smtpsiftd' ? { ...s.config, ...s.ours } : s.config);
     if (t === undefined) return;
     try {
       const pid = t.daemon?.pid;
@@ -364,7 +364,10 @@ class Runner {
       }
       if (!up) this.problem(s, label, `rep ${rep}: the daemon died while connections were opened or held (${howEnded(t)}), after holding at most ${f.opened.mostHeld}`);
       if (pid !== undefined) {
-        const fds = f.daemonFds === undefined ? 'gone while holding' : `${f.daemonFds} descriptors open with ${f.opened.held} connections held`;
+        const fds =
+          f.daemonFds?.[0] === undefined
+            ? 'gone while holding'
+            : `${f.daemonFds.map((n) => n ?? '?').join(' + ')} descriptors open${f.daemonFds.length > 1 ? ' (per process)' : ''} with ${f.opened.held} connections held`;
         this.results.notes.push(`${s.id} ${label} rep ${rep}: descriptor limit ${fmtLimit(f.daemonLimit)} (/proc/PID/limits after start-up); ${fds}`);
       }
       const kb = f.rssHeldKb !== undefined && f.rssBeforeKb !== undefined && f.opened.held > 0 ? `, ${((f.rssHeldKb - f.rssBeforeKb) / f.opened.held).toFixed(1)} KB/conn` : '';
@@ -566,7 +569,10 @@ async function main(): Promise<number> {
       .map((t) => `${t.label}: \`${Object.entries(t.config ?? {}).map(([k, v]) => `${k}: ${v}`).join(', ')}\``)
       .join('; ')}; ${scenarios
       .flatMap((s) => (s.kind === 'burst' || s.kind === 'idle' ? [`${s.id}: \`${Object.entries(s.config).map(([k, v]) => `${k}: ${v}`).join(', ')}\``] : []))
-      .join('; ')}`,
+      .join('; ')}` +
+      scenarios
+        .flatMap((s) => (s.kind === 'idle' ? [`; smtpsiftd only, in ${s.id}: \`${Object.entries(s.ours).map(([k, v]) => `${k}: ${v}`).join(', ')}\``] : []))
+        .join(''),
   ];
   const { text, failed } = report(runner.results, scenarios, header, opts.only !== undefined, budget);
   process.stdout.write(`\n${text}`);

@@ -21,12 +21,12 @@
  *   getNofile() -> {soft, hard}  getrlimit(RLIMIT_NOFILE); unlimited is Infinity
  *   setNofile(soft, hard)        setrlimit(RLIMIT_NOFILE): more connections than the
  *                                inherited limit allows (raising hard needs CAP_SYS_RESOURCE)
- *   dupFd(fd) -> fd              another descriptor of the same socket (Workers: each worker
- *                                thread serves the one listening socket through its own)
+ * Shared counters for Workers: N are in native/cells.c, dot-stuffing in native/dot.c and
+ * the filter's spawn in native/spawn.c.
  * Every socket made here is close-on-exec: a filter never inherits one.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "addon.h"
 #include <uv.h>
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -80,7 +80,7 @@ static napi_value errno_error(napi_env env, const char *what, int err) {
   return error;
 }
 
-static void throw_errno(napi_env env, const char *what, int err) {
+void throw_errno(napi_env env, const char *what, int err) {
   napi_throw(env, errno_error(env, what, err));
 }
 
@@ -531,15 +531,12 @@ static napi_value SetNofile(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn);
   napi_set_named_property(env, exports, name, fn);
 }
 
-void register_dot(napi_env env, napi_value exports); /* native/dot.c */
-void register_spawn(napi_env env, napi_value exports); /* native/spawn.c */
-static napi_value DupFd(napi_env env, napi_callback_info info);
 
 /*
  * Memory a busy daemon gives back: without this, glibc raises its mmap threshold after the
@@ -559,8 +556,8 @@ static void tune_malloc(void) {
 static napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   register_dot(env, exports);
+  register_cells(env, exports);
   register_spawn(env, exports);
-  export_fn(env, exports, "dupFd", DupFd);
   export_fn(env, exports, "cloexecFrom", CloexecFrom);
   export_fn(env, exports, "originalDst", OriginalDst);
   export_fn(env, exports, "transparentListen", TransparentListen);
@@ -573,24 +570,3 @@ static napi_value Init(napi_env env, napi_value exports) {
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)
-
-/*
- * dupFd(fd): a new close-on-exec descriptor of the same open socket. With Workers: N each
- * worker thread's server owns one and closes it on its own; the kernel hands each new
- * connection to whichever thread accepts first.
- */
-static napi_value DupFd(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd;
-  napi_value out;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 1 || arg_int(env, argv[0], &fd, "dupFd: a descriptor") != 0) return NULL;
-  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  if (copy < 0) {
-    throw_errno(env, "dup", errno);
-    return NULL;
-  }
-  napi_create_int32(env, copy, &out);
-  return out;
-}

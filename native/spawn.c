@@ -14,7 +14,7 @@
  * a signal (its number) ended it.
  */
 #define _GNU_SOURCE
-#include <node_api.h>
+#include "addon.h"
 #include <uv.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,16 +37,6 @@ typedef struct {
   int status;
   napi_threadsafe_function tsfn;
 } child_t;
-
-static void throw_errno(napi_env env, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_value code, text, error;
-  napi_create_string_utf8(env, strerrorname_np(err) ? strerrorname_np(err) : "EIO", NAPI_AUTO_LENGTH, &code);
-  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
-  napi_create_error(env, code, text, &error);
-  napi_throw(env, error);
-}
 
 /* On the JS thread, in a callback scope: onExit(code | null, signal | null). */
 static void call_exit(napi_env env, napi_value js_cb, void *context, void *data) {
@@ -194,7 +184,5 @@ done:
 }
 
 void register_spawn(napi_env env, napi_value exports) {
-  napi_value fn;
-  napi_create_function(env, "spawnFilter", NAPI_AUTO_LENGTH, SpawnFilter, NULL, &fn);
-  napi_set_named_property(env, exports, "spawnFilter", fn);
+  export_fn(env, exports, "spawnFilter", SpawnFilter);
 }

@@ -46,8 +46,16 @@ interface Addon {
     stdoutFd: number,
     onExit: (code: number | null, signal: number | null) => void,
   ): { readonly pid: number; readonly stderr: number };
-  /** Another close-on-exec descriptor of the same socket (Workers: one per worker thread). */
-  dupFd(fd: number): number;
+  /** A new zeroed page of counters shared across processes (native/cells.c); `fd` is close-on-exec. */
+  cellsCreate(): { readonly fd: number; readonly cells: ArrayBuffer };
+  /** The page of counters behind a descriptor from cellsCreate (a worker process's). */
+  cellsAttach(fd: number): ArrayBuffer;
+  cellsLoad(cells: ArrayBuffer, index: number): number;
+  cellsStore(cells: ArrayBuffer, index: number, value: number): void;
+  /** Atomic add; returns the value before. */
+  cellsAdd(cells: ArrayBuffer, index: number, delta: number): number;
+  /** Atomic compare-and-swap; returns the value before (swapped when it was `expected`). */
+  cellsCas(cells: ArrayBuffer, index: number, expected: number, desired: number): number;
 }
 
 /** An RLIMIT_NOFILE pair. */

@@ -187,6 +187,16 @@ test('started with a low open files limit, the daemon raises it where allowed an
   }
 });
 
+/** Connects every 50 ms (at most 50 times) until the daemon greets again. */
+async function untilGreeted(port: number): Promise<void> {
+  let answer = '';
+  for (let i = 0; i < 50 && !answer.startsWith('220'); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+    answer = await firstWords(port);
+  }
+  assert.match(answer, /^220 /);
+}
+
 test('a limit that cannot be raised caps the connections: the rest get 421 busy, and are served once others leave', async () => {
   const up = await RecordingUpstream.start();
   // (300 - 256) / 2 = 22 connections.
@@ -200,16 +210,40 @@ test('a limit that cannot be raised caps the connections: the rest get 421 busy,
     await d.waitForLog(/too many connections open \(max 22\)\. sent busy response/);
     for (const c of held.splice(0, 5)) c.close();
     // The daemon sees those go; then there is room again.
-    let answer = '';
-    for (let i = 0; i < 50 && !answer.startsWith('220'); i++) {
-      await new Promise((r) => setTimeout(r, 50));
-      answer = await firstWords(d.port);
-    }
-    assert.match(answer, /^220 /);
+    await untilGreeted(d.port);
     await deliver(d.port, 'after busy');
     assertNoCrash(d);
   } finally {
     for (const c of held) c.close();
+    await d.stop();
+    await up.close();
+  }
+});
+
+test('Workers: 2 under a limit that cannot be raised: the limit is per process, so the two hold what one could not', async () => {
+  const up = await RecordingUpstream.start();
+  // (300 - 256) / 2 = 22 connections per process; MaxConnections 40 takes both.
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, MaxConnections: '40', Workers: '2' }, ['-d', '2'], { wrap: limited(300, 300, true) });
+  const held: Socket[] = [];
+  try {
+    await d.waitForLog(
+      /open files limit 300 is below the 336 that MaxConnections 40 needs in one process \(hard limit 300; raising it: not permitted without CAP_SYS_RESOURCE\): each of the 2 worker processes holds at most 22 connections/,
+    );
+    const answers: string[] = [];
+    for (let i = 0; i < 40; i++) answers.push(await firstWords(d.port, held));
+    // The kernel spreads the connections over the two processes: far more than 22 are held,
+    // and one refused (a process that took more than its share) is the busy 421.
+    assert.ok(held.length > 30, `${held.length} held: ${JSON.stringify(answers)}`);
+    for (const a of answers) assert.match(a, /^(?:220 smtp\.passthru|421 Server busy, too many connections)\r\n$/);
+    // Past MaxConnections: busy, whichever process takes it.
+    if (held.length === 40) assert.equal(await firstWords(d.port), '421 Server busy, too many connections\r\n');
+    for (const s of held.splice(0)) s.destroy();
+    // Once the daemon has seen them go, mail is served again.
+    await untilGreeted(d.port);
+    await deliver(d.port, 'after');
+    assertNoCrash(d);
+  } finally {
+    for (const s of held) s.destroy();
     await d.stop();
     await up.close();
   }

@@ -1,9 +1,9 @@
-// Workers: N (issue 7): one daemon process, N threads serving one listening socket. Real
-// daemons and sockets: every message delivered once whichever thread took it, MaxConnections
-// counted across threads, SIGTERM draining every thread, SIGHUP and SIGUSR1 reaching every
-// thread, a unix socket Listen, and the option's errors. Which thread served a session is
-// read from the -d 4 log: a worker thread's lines start with `worker N: `, the main
-// thread's (worker 0) have no prefix.
+// Workers: N (issue 7): N processes serving one listening socket. Real daemons and
+// sockets: every message delivered once whichever process took it, MaxConnections counted
+// across processes, SIGTERM draining every process, SIGHUP and SIGUSR1 reaching every
+// process, a unix socket Listen, and the option's errors. Which process served a session is
+// read from the -d 4 log: a worker process's lines start with `worker N: `, the main
+// process's (worker 0) have no prefix.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,16 +19,16 @@ const T = { timeout: 20_000 };
 const BUSY = '421 Server busy, too many connections\r\n';
 const SHUTDOWN = '421 4.3.2 Service shutting down, closing connection\r\n';
 
-/** The thread (0 = main) of each session id that logged a line matching `what`. */
-function threads(log: string, what: string): Map<string, number> {
+/** The process (0 = main) of each session id that logged a line matching `what`. */
+function workers(log: string, what: string): Map<string, number> {
   const out = new Map<string, number>();
   const re = new RegExp(`^smtpsiftd: (?:worker (\\d+): )?([0-9A-F]+): ${what}`, 'gm');
   for (const m of log.matchAll(re)) out.set(m[2] ?? '', Number(m[1] ?? 0));
   return out;
 }
 
-/** How many of the sessions in `ids` each thread served. */
-function perThread(ids: Map<string, number>): number[] {
+/** How many of the sessions in `ids` each process served. */
+function perWorker(ids: Map<string, number>): number[] {
   const counts: number[] = [];
   for (const t of ids.values()) counts[t] = (counts[t] ?? 0) + 1;
   return counts;
@@ -55,20 +55,20 @@ async function sendOne(port: number, subject: string): Promise<string> {
   }
 }
 
-/** Opens greeted, idle sessions until each of `n` threads holds one (at most 40 connections). */
-async function idleOnEveryThread(d: Daemon, n: number): Promise<RawClient[]> {
+/** Opens greeted, idle sessions until each of `n` processes holds one (at most 40 connections). */
+async function idleOnEveryWorker(d: Daemon, n: number): Promise<RawClient[]> {
   const clients: RawClient[] = [];
   for (let i = 0; i < 40; i++) {
     const c = await RawClient.connect(d.port);
     clients.push(c);
     assert.match(await c.reply(), /^220 smtp\.passthru[ \r]/);
-    await waitFor(() => threads(d.log(), 'accepted connection').size === clients.length, 'the accept line');
-    if (perThread(threads(d.log(), 'accepted connection')).filter((x) => x > 0).length === n) return clients;
+    await waitFor(() => workers(d.log(), 'accepted connection').size === clients.length, 'the accept line');
+    if (perWorker(workers(d.log(), 'accepted connection')).filter((x) => x > 0).length === n) return clients;
   }
-  throw new Error(`40 connections did not reach all ${n} threads:\n${d.log()}`);
+  throw new Error(`40 connections did not reach all ${n} processes:\n${d.log()}`);
 }
 
-test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once; both threads served; spool names, log lines and counters whole and exact', T, async () => {
+test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once; both processes served; spool names, log lines and counters whole and exact', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const names = join(t.dir, 'names');
@@ -86,7 +86,7 @@ test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once;
     LogFormat: '%status %msize %id',
   });
   try {
-    await d.waitForLog(/Workers: 2 \(the main thread and 1 worker thread\)/);
+    await d.waitForLog(/Workers: 2 \(the main process and 1 worker process\)/);
     const replies = await Promise.all(
       Array.from({ length: 20 }, async (_, client) => {
         const out: string[] = [];
@@ -99,19 +99,19 @@ test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once;
     const expected = Array.from({ length: 20 }, (_, c) => [`m${c}-0`, `m${c}-1`]).flat().sort();
     assert.deepEqual(subjects, expected, 'every message exactly once');
 
-    const served = perThread(threads(d.log(), 'accepted connection'));
+    const served = perWorker(workers(d.log(), 'accepted connection'));
     assert.equal((served[0] ?? 0) + (served[1] ?? 0), 40);
-    assert.ok((served[0] ?? 0) > 0 && (served[1] ?? 0) > 0, `both threads served: ${JSON.stringify(served)}`);
+    assert.ok((served[0] ?? 0) > 0 && (served[1] ?? 0) > 0, `both processes served: ${JSON.stringify(served)}`);
 
     const spooled = lines(names);
     assert.equal(spooled.length, 40);
-    assert.equal(new Set(spooled).size, 40, 'spool file names unique across threads');
+    assert.equal(new Set(spooled).size, 40, 'spool file names unique across processes');
     assert.ok(spooled.some((p) => /\/msg-\d+$/.test(p)) && spooled.some((p) => /\/msg-w1-\d+$/.test(p)), spooled.join('\n'));
 
     await waitFor(() => lines(logFile).length === 40, 'the 40 accounting lines');
     for (const l of lines(logFile)) assert.match(l, /^delivered \d+ \S+$/, 'whole lines');
-    assert.equal(new Set(lines(logFile).map((l) => l.split(' ')[2])).size, 40, 'message ids unique across threads');
-    // Each thread's counters are committed at shutdown: all 40, none twice.
+    assert.equal(new Set(lines(logFile).map((l) => l.split(' ')[2])).size, 40, 'message ids unique across processes');
+    // Each process's counters are committed at shutdown: all 40, none twice.
     assert.equal(await d.stop(), 0);
     const r = await runSift(['stats', '--db', counters, '--by', 'domain', '--json']);
     assert.equal(r.status, 0, r.stderr);
@@ -124,7 +124,7 @@ test('Workers: 2 -> 40 messages from 20 concurrent clients, each delivered once;
   }
 });
 
-test('Workers: 2, MaxConnections: 2 -> a third client gets exactly the busy 421 whichever thread takes it; a freed slot serves again', T, async () => {
+test('Workers: 2, MaxConnections: 2 -> a third client gets exactly the busy 421 whichever process takes it; a freed slot serves again', T, async () => {
   const up = await RecordingUpstream.start();
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2', MaxConnections: '2' });
   try {
@@ -132,7 +132,7 @@ test('Workers: 2, MaxConnections: 2 -> a third client gets exactly the busy 421 
     const c2 = await RawClient.connect(d.port);
     assert.equal(await c1.reply(), '220 smtp.passthru\r\n');
     assert.equal(await c2.reply(), '220 smtp.passthru\r\n');
-    // Refused by both threads: so one of them refused while holding fewer than 2 itself.
+    // Refused by both processes: so one of them refused while holding fewer than 2 itself.
     const refusedBy = new Set<string>();
     for (let i = 0; i < 40 && refusedBy.size < 2; i++) {
       const c = await RawClient.connect(d.port);
@@ -140,7 +140,7 @@ test('Workers: 2, MaxConnections: 2 -> a third client gets exactly the busy 421 
       await waitFor(() => (d.log().match(/too many connections open \(max 2\)\. sent busy response/g) ?? []).length === i + 1, 'the busy line');
       for (const m of d.log().matchAll(/^smtpsiftd: (worker \d+: )?too many connections/gm)) refusedBy.add(m[1] ?? 'main');
     }
-    assert.equal(refusedBy.size, 2, `both threads refused:\n${d.log()}`);
+    assert.equal(refusedBy.size, 2, `both processes refused:\n${d.log()}`);
     assert.equal(up.sessions.length, 2, 'no upstream connection for a refused client');
     assert.equal(await c2.command('NOOP'), '250 2.0.0 Ok\r\n');
 
@@ -165,13 +165,13 @@ test('Workers: 2, MaxConnections: 2 -> a third client gets exactly the busy 421 
   }
 });
 
-test('Workers: 2, SIGTERM -> idle sessions on both threads get 421 at once, exit 0, pid file and spool removed', T, async () => {
+test('Workers: 2, SIGTERM -> idle sessions on both processes get 421 at once, exit 0, pid file and spool removed', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const pidFile = join(t.dir, 'smtpsiftd.pid');
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2', PidFile: pidFile });
   try {
-    const clients = await idleOnEveryThread(d, 2);
+    const clients = await idleOnEveryWorker(d, 2);
     assert.equal(readFileSync(pidFile, 'utf8'), `${d.proc.pid}\n`);
     assert.equal(privateSpoolDirs(d.spoolDir).length, 1);
     const signalled = Date.now();
@@ -192,32 +192,33 @@ test('Workers: 2, SIGTERM -> idle sessions on both threads get 421 at once, exit
   }
 });
 
-test('Workers: 2, a worker thread dies -> logged with its stack; the main thread drains; exit 1, pid file and spool removed', T, async () => {
+test('Workers: 2, a worker process dies -> logged with its stack; the main process drains; exit 1, pid file and spool removed', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const pidFile = join(t.dir, 'smtpsiftd.pid');
   const trigger = join(t.dir, 'crash-now');
-  // Preloaded in every thread (worker threads inherit execArgv): a worker thread throws
-  // once the trigger file exists; the product has no hook for this.
+  // Preloaded in every process (worker processes get the main one's execArgv): a worker
+  // process (it has an IPC channel) throws once the trigger file exists; the product has
+  // no hook for this.
   const crasher = join(t.dir, 'crash.mjs');
   writeFileSync(
     crasher,
-    `import { isMainThread } from 'node:worker_threads';\nimport { existsSync } from 'node:fs';\n` +
-      `if (!isMainThread) setInterval(() => { if (existsSync(${JSON.stringify(trigger)})) throw new Error('injected crash'); }, 20).unref();\n`,
+    `import { existsSync } from 'node:fs';\n` +
+      `if (process.send !== undefined) setInterval(() => { if (existsSync(${JSON.stringify(trigger)})) throw new Error('injected crash'); }, 20).unref();\n`,
   );
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2', PidFile: pidFile }, ['-d', '4'], {
     wrap: ([node = '', ...rest]) => [node, '--import', crasher, ...rest],
   });
   try {
-    const clients = await idleOnEveryThread(d, 2);
-    const accepted = threads(d.log(), 'accepted connection');
+    const clients = await idleOnEveryWorker(d, 2);
+    const accepted = workers(d.log(), 'accepted connection');
     writeFileSync(trigger, '');
     await d.waitForLog(/^smtpsiftd: worker 1 crashed: Error: injected crash\n\s+at /m);
     await d.waitForLog(/^smtpsiftd: worker 1: its connections were cut; stopping the daemon$/m);
     for (const [i, c] of clients.entries()) {
-      const thread = [...accepted.values()][i];
-      // The main thread's idle sessions get the shutdown 421; the dead thread's are cut.
-      assert.equal(await c.waitClosed(2000), thread === 0 ? SHUTDOWN : '');
+      const worker = [...accepted.values()][i];
+      // The main process's idle sessions get the shutdown 421; the dead process's are cut.
+      assert.equal(await c.waitClosed(2000), worker === 0 ? SHUTDOWN : '');
     }
     assert.equal(await d.exited, 1);
     assert.equal(existsSync(pidFile), false, 'pid file removed');
@@ -229,7 +230,78 @@ test('Workers: 2, a worker thread dies -> logged with its stack; the main thread
   }
 });
 
-test('Workers: 2 in routed mode: SIGHUP reloads the route file in every thread', T, async () => {
+/** The worker processes of the daemon `pid` (its children). */
+function workerPids(pid: number | undefined): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+interface TwoWorkers {
+  readonly d: Daemon;
+  /** Idle sessions, at least one on each process, and which process (0 = main) took each. */
+  readonly clients: readonly RawClient[];
+  readonly servedBy: readonly number[];
+  readonly worker: number;
+}
+
+/** A Workers: 2 daemon with idle sessions on both processes, for `fn`. */
+async function withTwoWorkers(fn: (t: TwoWorkers) => Promise<void>): Promise<void> {
+  const up = await RecordingUpstream.start();
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2' }, ['-d', '4']);
+  try {
+    const clients = await idleOnEveryWorker(d, 2);
+    const servedBy = [...workers(d.log(), 'accepted connection').values()];
+    const pids = workerPids(d.proc.pid);
+    assert.equal(pids.length, 1, 'one worker process');
+    await fn({ d, clients, servedBy, worker: pids[0] ?? 0 });
+  } finally {
+    await d.stop();
+    await up.close();
+  }
+}
+
+test('Workers: 2, a worker process killed -> logged; the main process drains; exit 1', T, async () => {
+  await withTwoWorkers(async ({ d, clients, servedBy, worker }) => {
+    process.kill(worker, 'SIGKILL');
+    await d.waitForLog(/^smtpsiftd: worker 1 ended unexpectedly \(signal SIGKILL\); its connections were cut; stopping the daemon$/m);
+    for (const [i, c] of clients.entries()) assert.equal(await c.waitClosed(2000), servedBy[i] === 0 ? SHUTDOWN : '');
+    assert.equal(await d.exited, 1);
+  });
+});
+
+test('Workers: 2, SIGTERM to every process at once (a service manager stopping the unit) -> one drain, exit 0', T, async () => {
+  await withTwoWorkers(async ({ d, clients, worker }) => {
+    d.proc.kill('SIGTERM');
+    process.kill(worker, 'SIGTERM');
+    // The worker leaves its own SIGTERM to the main process, which drains both.
+    for (const c of clients) assert.equal(await c.waitClosed(2000), SHUTDOWN);
+    assert.equal(await d.exited, 0);
+    assert.doesNotMatch(d.log(), /ended unexpectedly|crashed/);
+  });
+});
+
+test('Workers: 2, the main process killed (SIGKILL) -> the worker process drains its sessions and exits; nothing left listening', T, async () => {
+  await withTwoWorkers(async ({ d, clients, servedBy, worker }) => {
+    d.proc.kill('SIGKILL');
+    for (const [i, c] of clients.entries()) assert.equal(await c.waitClosed(2000), servedBy[i] === 0 ? '' : SHUTDOWN);
+    await waitFor(() => !isRunning(worker), 'the worker process to end');
+    const late = await RawClient.connect(d.port).then(
+      (c) => (c.close(), 'connected'),
+      (e: NodeJS.ErrnoException) => e.code,
+    );
+    assert.equal(late, 'ECONNREFUSED');
+  });
+});
+
+test('Workers: 2 in routed mode: SIGHUP reloads the route file in every process', T, async () => {
   await withRouted(
     {
       routes: (at) => `a.test ${at(0)}\n`,
@@ -240,8 +312,8 @@ test('Workers: 2 in routed mode: SIGHUP reloads the route file in every thread',
       d.proc.kill('SIGHUP');
       await d.waitForLog(/^smtpsiftd: SIGHUP: reloaded .* \(2 entries\)$/m);
       await d.waitForLog(/^smtpsiftd: worker 1: SIGHUP: reloaded .* \(2 entries\)$/m);
-      // New sessions on either thread route b.test (unknown before the reload: relay denied).
-      const clients = await idleOnEveryThread(d, 2);
+      // New sessions on either process route b.test (unknown before the reload: relay denied).
+      const clients = await idleOnEveryWorker(d, 2);
       for (const c of clients) {
         assert.match(await c.command('EHLO client.test'), /^250/);
         assert.equal(await c.command('MAIL FROM:<s@example.org>'), '250 2.1.0 Ok\r\n');
@@ -256,14 +328,14 @@ test('Workers: 2 in routed mode: SIGHUP reloads the route file in every thread',
   );
 });
 
-test('Workers: 2, LogType filelog: SIGUSR1 reopens the log file in every thread', T, async () => {
+test('Workers: 2, LogType filelog: SIGUSR1 reopens the log file in every process', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const logFile = join(t.dir, 'acct.log');
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2', LogType: 'filelog', LogFile: logFile, LogFormat: '%status %id' });
   try {
-    // Each thread has the file open before the rotation.
-    for (let i = 0; i < 40 && perThread(threads(d.log(), 'accepted connection')).filter((x) => x > 0).length < 2; i++) {
+    // Each process has the file open before the rotation.
+    for (let i = 0; i < 40 && perWorker(workers(d.log(), 'accepted connection')).filter((x) => x > 0).length < 2; i++) {
       assert.match(await sendOne(d.port, `before${i}`), /^250 /);
     }
     const sentBefore = up.messages.length;
@@ -271,13 +343,13 @@ test('Workers: 2, LogType filelog: SIGUSR1 reopens the log file in every thread'
     renameSync(logFile, `${logFile}.1`);
     d.proc.kill('SIGUSR1');
     await d.waitForLog(/SIGUSR1 received; log file reopened/);
-    const servedBefore = threads(d.log(), 'accepted connection').size;
+    const servedBefore = workers(d.log(), 'accepted connection').size;
     const after = (): number[] => {
-      const all = [...threads(d.log(), 'accepted connection').values()].slice(servedBefore);
+      const all = [...workers(d.log(), 'accepted connection').values()].slice(servedBefore);
       return [0, 1].map((n) => all.filter((x) => x === n).length);
     };
     for (let i = 0; i < 40 && after().some((x) => x === 0); i++) assert.match(await sendOne(d.port, `after${i}`), /^250 /);
-    assert.ok(after().every((x) => x > 0), 'both threads served after the signal');
+    assert.ok(after().every((x) => x > 0), 'both processes served after the signal');
     const sentAfter = up.messages.length - sentBefore;
     await waitFor(() => lines(logFile).length === sentAfter, 'every line after the rotation in the new file');
     assert.equal(lines(`${logFile}.1`).length, sentBefore, 'and every line before it in the old one');
@@ -288,20 +360,20 @@ test('Workers: 2, LogType filelog: SIGUSR1 reopens the log file in every thread'
   }
 });
 
-test('Workers: 2 on a unix socket Listen: both threads serve it; it is removed at exit', T, async () => {
+test('Workers: 2 on a unix socket Listen: both processes serve it; it is removed at exit', T, async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
   const path = join(t.dir, 'smtpsiftd.sock');
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Workers: '2', Listen: path });
   try {
     const clients: RawClient[] = [];
-    for (let i = 0; i < 40 && perThread(threads(d.log(), 'accepted connection')).filter((x) => x > 0).length < 2; i++) {
+    for (let i = 0; i < 40 && perWorker(workers(d.log(), 'accepted connection')).filter((x) => x > 0).length < 2; i++) {
       const c = await RawClient.connectPath(path);
       clients.push(c);
       await c.greet();
-      await waitFor(() => threads(d.log(), 'accepted connection').size === clients.length, 'the accept line');
+      await waitFor(() => workers(d.log(), 'accepted connection').size === clients.length, 'the accept line');
     }
-    assert.equal(perThread(threads(d.log(), 'accepted connection')).filter((x) => x > 0).length, 2, d.log());
+    assert.equal(perWorker(workers(d.log(), 'accepted connection')).filter((x) => x > 0).length, 2, d.log());
     for (const c of clients) assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
     assert.equal(await d.stop(), 0);
     assert.equal(existsSync(path), false, 'the socket file is removed at exit');
@@ -312,7 +384,7 @@ test('Workers: 2 on a unix socket Listen: both threads serve it; it is removed a
   }
 });
 
-test('Workers: 2, a worker thread that cannot start (route file unreadable by User) -> its error, exit 1, no spool or pid file left', { ...T, skip: process.getuid?.() !== 0 ? 'needs root (User)' : false }, async () => {
+test('Workers: 2, a worker process that cannot start (route file unreadable by User) -> its error, exit 1, no spool or pid file left', { ...T, skip: process.getuid?.() !== 0 ? 'needs root (User)' : false }, async () => {
   const conf = configFile('');
   try {
     const routes = join(conf.dir, 'routes');

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FromHolder, HolderOptions, ToHolder } from './idle-holder.js';
 import { fdLimit, openFds, type FdLimit } from './limits.js';
-import { treeRssKb } from './memory.js';
+import { processTree, treeRssKb } from './memory.js';
 import { probeDotLatency, type ProbeResult } from './probe.js';
 import { isRunning, startNode, stop, type Started } from './processes.js';
 
@@ -77,8 +77,8 @@ export interface IdleFigures {
   /** Tree RSS of the daemon, kB, just before opening and while holding; undefined for direct. */
   readonly rssBeforeKb: number | undefined;
   readonly rssHeldKb: number | undefined;
-  /** The daemon's descriptors while holding, and its RLIMIT_NOFILE after its start-up. */
-  readonly daemonFds: number | undefined;
+  /** The descriptors of each of the daemon's processes while holding (Workers), and its RLIMIT_NOFILE after its start-up. */
+  readonly daemonFds: readonly (number | undefined)[] | undefined;
   readonly daemonLimit: FdLimit | undefined;
   /** The '.'->250 probe on the fresh daemon (its usual latency, also the warm-up) and while holding. */
   readonly before: ProbeResult;
@@ -114,7 +114,7 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
     // (not a dead daemon: nothing to measure there).
     if (pid === undefined || treeRssKb(pid) > 0) await sleep(1000);
     const rssHeldKb = pid === undefined ? undefined : treeRssKb(pid);
-    const daemonFds = pid === undefined ? undefined : openFds(pid);
+    const daemonFds = pid === undefined ? undefined : processTree(pid).map(openFds);
     const during = await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000);
     holder.command({ cmd: 'status' });
     const heldAfter = (await holder.next('status', 10_000)).held;

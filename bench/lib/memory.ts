@@ -26,6 +26,11 @@ function children(pid: number): number[] {
   return out;
 }
 
+/** A process and all its descendants, parents first. */
+export function processTree(pid: number): number[] {
+  return [pid, ...children(pid).flatMap(processTree)];
+}
+
 /** RSS of the whole process tree, in kB. */
 export function treeRssKb(pid: number): number {
   let sum = statusKb(pid, 'VmRSS');

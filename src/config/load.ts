@@ -114,10 +114,10 @@ export function parseConfig(text: string, file: string): Config {
   return config;
 }
 
-/** The text each Config was parsed from (worker threads parse it again: functions do not cross). */
+/** The text each Config was parsed from (worker processes parse it again). */
 const SOURCES = new WeakMap<Config, string>();
 
-/** The configuration text `config` was parsed from, for parseConfig in a worker thread. */
+/** The configuration text `config` was parsed from, for parseConfig in a worker process. */
 export function configSource(config: Config): string | undefined {
   return SOURCES.get(config);
 }

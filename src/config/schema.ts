@@ -112,11 +112,12 @@ export const SCHEMA = {
     defaultText: '1',
     arg: 'number|auto',
     doc:
-      'How many threads accept and serve connections, each with its own event loop, in the ' +
-      'one daemon process. 1: a single thread, no worker threads. auto (or 0): one per CPU ' +
-      'the daemon may use. More than one helps only when one thread is busy all the time ' +
-      '(many small messages at once). MaxConnections counts the connections of all of them ' +
-      'together. See WORKERS in smtpsiftd(8). 1 to 256, or auto.',
+      'How many processes accept and serve connections, each with its own event loop. 1: the ' +
+      'daemon process alone. auto (or 0): one per CPU the daemon may use. More than one helps ' +
+      'when one process is busy all the time (many messages at once), or when the open files ' +
+      'limit of one process cannot hold MaxConnections (each process has its own). ' +
+      'MaxConnections counts the connections of all of them together. See WORKERS in ' +
+      'smtpsiftd(8). 1 to 256, or auto.',
     parse(text) {
       if (text.toLowerCase() === 'auto') return 0;
       return integer(0, 256, "must be 'auto' or a number from 0 (auto) to 256")(text);

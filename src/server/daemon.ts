@@ -1,6 +1,6 @@
 // The daemon's life, in order: listen, pid file, drop privileges, spool, serve, drain.
 
-import { unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, unlinkSync, writeFileSync } from 'node:fs';
 import { formatAddress } from '../config/addresses.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -12,7 +12,7 @@ import { Listener } from './listener.js';
 import { raiseFdLimit } from './fdlimit.js';
 import { accountingFor, type Accounting } from '../accounting/accounting.js';
 import { dropTo, type Account } from './privileges.js';
-import { connectionSlots } from './slots.js';
+import { connectionSlots, sharedConnectionSlots } from './slots.js';
 import { WorkerPool, workerCount } from './workers.js';
 import { configSource } from '../config/load.js';
 
@@ -26,7 +26,7 @@ export interface DaemonOptions {
   readonly account: Account | undefined;
   /** Routed mode (RouteType): the route table, loaded before (its errors exit with status 2). */
   readonly router?: Router | undefined;
-  /** Called once when a worker thread dies (Workers > 1): the caller stops the daemon. */
+  /** Called once when a worker process dies (Workers > 1): the caller stops the daemon. */
   readonly onFatal?: () => void;
 }
 
@@ -34,7 +34,7 @@ export interface Daemon {
   readonly listener: Listener;
   /**
    * Resolves when the daemon has drained and cleaned up after a stop(), with the exit
-   * status: 0, or 1 when a worker thread died.
+   * status: 0, or 1 when a worker process died.
    */
   stop(): Promise<number>;
   /** SIGHUP: re-reads what can be re-read (the route file), reopens the log file; sessions carry on. */
@@ -49,7 +49,12 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
   const transparent = config.transparentProxy;
   const router = opts.router;
   router?.setLogger(log);
-  const slots = connectionSlots(config.maxConnections);
+  const processes = workerCount(config);
+  const shared = processes > 1 ? sharedConnectionSlots(config.maxConnections) : undefined;
+  const slots = shared?.slots ?? connectionSlots(config.maxConnections);
+  // Before listening, and before the privilege drop (raising the hard limit needs root).
+  const fds = raiseFdLimit(config.maxConnections, log, undefined, processes);
+  slots.setLimit(fds.maxConnections);
   const listener: Listener = new Listener(
     {
       config,
@@ -66,28 +71,45 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
     },
     log,
     slots,
+    fds.perProcess,
   );
   // proxsmtpd.conf(5): OutAddress "will be ignored when TransparentProxy is enabled".
   if (transparent !== 'off' && config.outAddress !== undefined) {
     log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
   }
-  // Before listening, and before the privilege drop (raising the hard limit needs root).
-  slots.setLimit(raiseFdLimit(config.maxConnections, log).maxConnections);
   await listener.listen(config.listen, transparent === 'full');
   if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
-  if (opts.account) {
-    // Full mode binds every upstream socket to the client's address with IP_TRANSPARENT.
-    const keep = transparent === 'full' ? [CAP_NET_ADMIN] : [];
-    dropTo(opts.account, keep);
-    log.debug(
-      `switched to user ${opts.account.name} (uid ${opts.account.uid}, gid ${opts.account.gid})` +
-        (keep.length > 0 ? '; kept CAP_NET_ADMIN for IP_TRANSPARENT' : ''),
-    );
+  // Workers: the processes start before the drop and drop to the same account themselves.
+  const configText = configSource(config);
+  if (shared !== undefined && configText === undefined) throw new Error('Workers: the configuration text is not known');
+  let crashed = false;
+  const pool =
+    shared !== undefined
+      ? new WorkerPool(processes - 1, listener.listeningFd(), shared.fd, log, () => {
+          crashed = true;
+          opts.onFatal?.();
+        })
+      : undefined;
+  if (shared !== undefined) closeSync(shared.fd);
+  // Full mode binds every upstream socket to the client's address with IP_TRANSPARENT.
+  const keepCaps = transparent === 'full' ? [CAP_NET_ADMIN] : [];
+  let spool: Spool;
+  try {
+    if (opts.account) {
+      dropTo(opts.account, keepCaps);
+      log.debug(
+        `switched to user ${opts.account.name} (uid ${opts.account.uid}, gid ${opts.account.gid})` +
+          (keepCaps.length > 0 ? '; kept CAP_NET_ADMIN for IP_TRANSPARENT' : ''),
+      );
+    }
+    // After the drop, so the spool belongs to the user the filters run as.
+    spool = spoolRef.spool = Spool.create(config.tempDirectory, log);
+    // Likewise the log file and the counters database (issue 6).
+    spoolRef.accounting = accountingFor(config, log);
+  } catch (e) {
+    await pool?.kill();
+    throw e;
   }
-  // After the drop, so the spool belongs to the user the filters run as.
-  spoolRef.spool = Spool.create(config.tempDirectory, log);
-  // Likewise the log file and the counters database (issue 6).
-  spoolRef.accounting = accountingFor(config, log);
   if (router?.config.allowRelayFrom?.everyone === true) {
     log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
   }
@@ -99,28 +121,26 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
     }
   };
-  // Workers: the threads start after the drop, so they have the dropped credentials.
-  let pool: WorkerPool | undefined;
-  let crashed = false;
-  const threads = workerCount(config);
-  if (threads > 1) {
-    const configText = configSource(config);
-    if (configText === undefined) throw new Error('Workers: the configuration text is not known');
-    const init = { configText, configFile: config.file, level: log.level, slots: slots.buffer, spoolDir: spoolRef.spool.dir };
+  if (pool !== undefined) {
     try {
-      pool = await WorkerPool.start(threads - 1, init, listener.listeningFd(), log, () => {
-        crashed = true;
-        opts.onFatal?.();
+      await pool.init({
+        configText: configText ?? '',
+        configFile: config.file,
+        level: log.level,
+        spoolDir: spool.dir,
+        account: opts.account,
+        keepCaps,
+        perProcess: fds.perProcess,
       });
     } catch (e) {
       // Nothing left behind by a start that failed here: the spool, the pid file.
       await listener.close(0);
-      spoolRef.spool.close();
+      spool.close();
       await spoolRef.accounting?.close();
       removePidFile();
       throw e;
     }
-    log.notice(`Workers: ${threads} (the main thread and ${threads - 1} worker thread${threads > 2 ? 's' : ''})`);
+    log.notice(`Workers: ${processes} (the main process and ${processes - 1} worker process${processes > 2 ? 'es' : ''})`);
   }
   router?.watch();
   const upstream =

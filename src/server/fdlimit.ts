@@ -1,6 +1,8 @@
 // The open files limit (RLIMIT_NOFILE) at start-up: every connection takes two
 // descriptors (the client's and the upstream's), so MaxConnections needs about twice as
-// many as it says, plus room for the listener, the logs, the spool and the filters.
+// many as it says, plus room for the listener, the logs, the spool and the filters. The
+// limit is per process: with Workers: N, each worker process has its own, so N processes
+// hold N times what one can where the limit cannot be raised.
 
 import { readFileSync } from 'node:fs';
 import type { Logger } from '../log/logger.js';
@@ -31,6 +33,8 @@ export interface FdLimitResult {
   readonly after: FileLimit;
   /** The connections served at once: MaxConnections, or fewer when the limit could not be raised enough. */
   readonly maxConnections: number;
+  /** The connections one process has descriptors for (MaxConnections when the limit suffices). */
+  readonly perProcess: number;
 }
 
 function readNrOpen(): number {
@@ -48,18 +52,18 @@ function readNrOpen(): number {
  * lowers a limit. Logs what it did, or warns how many connections the limit then allows.
  * (Node itself has already raised the soft limit to the hard one by the time we run.)
  */
-export function raiseFdLimit(maxConnections: number, log: Logger, calls: LimitCalls = defaultCalls()): FdLimitResult {
+export function raiseFdLimit(maxConnections: number, log: Logger, calls: LimitCalls = defaultCalls(), processes = 1): FdLimitResult {
   const needed = fdsNeeded(maxConnections);
   let before: FileLimit;
   try {
     before = calls.getNofile();
   } catch (e) {
     log.warn(`cannot read the open files limit: ${(e as Error).message}`);
-    return { before: { soft: Infinity, hard: Infinity }, after: { soft: Infinity, hard: Infinity }, maxConnections };
+    return { before: { soft: Infinity, hard: Infinity }, after: { soft: Infinity, hard: Infinity }, maxConnections, perProcess: maxConnections };
   }
   if (before.soft >= needed) {
     log.info(`open files limit ${before.soft} (MaxConnections ${maxConnections} needs ${needed})`);
-    return { before, after: before, maxConnections };
+    return { before, after: before, maxConnections, perProcess: maxConnections };
   }
   let after = before;
   let refused: string | undefined;
@@ -87,15 +91,18 @@ export function raiseFdLimit(maxConnections: number, log: Logger, calls: LimitCa
   if (after.soft > before.soft) {
     log.notice(`open files limit raised from ${before.soft} to ${after.soft}${hardText} (MaxConnections ${maxConnections})`);
   }
-  if (after.soft >= needed) return { before, after, maxConnections };
-  const allowed = Math.min(maxConnections, connectionsFor(after.soft));
+  if (after.soft >= needed) return { before, after, maxConnections, perProcess: maxConnections };
+  const perProcess = Math.min(maxConnections, connectionsFor(after.soft));
+  const allowed = Math.min(maxConnections, processes * perProcess);
   const why = refused === 'not permitted' ? 'not permitted without CAP_SYS_RESOURCE' : refused;
-  log.warn(
-    `open files limit ${after.soft} is below the ${needed} that MaxConnections ${maxConnections} needs ` +
-      `(hard limit ${after.hard}${why !== undefined ? `; raising it: ${why}` : ''}): ` +
-      `at most ${allowed} connections will be served at once`,
-  );
-  return { before, after, maxConnections: allowed };
+  const below =
+    `open files limit ${after.soft} is below the ${needed} that MaxConnections ${maxConnections} needs${processes > 1 ? ' in one process' : ''} ` +
+    `(hard limit ${after.hard}${why !== undefined ? `; raising it: ${why}` : ''})`;
+  if (processes === 1) log.warn(`${below}: at most ${allowed} connections will be served at once`);
+  else if (allowed < maxConnections) {
+    log.warn(`${below}: at most ${perProcess} connections per process, ${allowed} at once with Workers: ${processes}`);
+  } else log.notice(`${below}: each of the ${processes} worker processes holds at most ${perProcess} connections`);
+  return { before, after, maxConnections: allowed, perProcess };
 }
 
 function defaultCalls(): LimitCalls {

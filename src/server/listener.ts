@@ -26,13 +26,15 @@ export class Listener {
   };
 
   /**
-   * `slots`: the MaxConnections count and the connection ids, shared by all the workers'
-   * listeners with Workers > 1 (src/server/slots.ts).
+   * `slots`: the MaxConnections count and the connection ids, shared by all the worker
+   * processes' listeners with Workers > 1 (src/server/slots.ts). `perProcess`: the
+   * connections this process has descriptors for (src/server/fdlimit.ts).
    */
   constructor(
     private readonly services: SessionServices,
     private readonly log: Logger,
     private readonly slots: ConnectionSlots = connectionSlots(services.config.maxConnections),
+    private readonly perProcess = Infinity,
   ) {
     // Half-open: a client that shuts down its sending side still gets its replies.
     this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
@@ -101,8 +103,15 @@ export class Listener {
   }
 
   private accept(socket: Socket): void {
-    if (!this.slots.take()) {
-      this.log.error(`too many connections open (max ${this.slots.limit()}). sent busy response`);
+    let full: string | undefined;
+    if (!this.slots.take()) full = `too many connections open (max ${this.slots.limit()})`;
+    else if (this.sessions.size >= this.perProcess) {
+      // Workers: the daemon has room, this process has no descriptors for more.
+      this.slots.release();
+      full = `too many connections open in this process (max ${this.perProcess}, its open files limit)`;
+    }
+    if (full !== undefined) {
+      this.log.error(`${full}. sent busy response`);
       socket.on('error', () => undefined);
       socket.end(BUSY);
       return;
@@ -127,7 +136,7 @@ export class Listener {
     }
   }
 
-  /** Workers: the listening socket's descriptor, which each worker thread gets a dup() of. */
+  /** Workers: the listening socket's descriptor, which each worker process is given. */
   listeningFd(): number {
     // Node keeps the handle internal; its fd getter is the descriptor on Unix.
     const fd = (this.server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
@@ -135,7 +144,7 @@ export class Listener {
     return fd;
   }
 
-  /** Workers: serves a listening socket made by the main thread (its own dup of it). */
+  /** Workers: serves a listening socket made by the main process. */
   async adopt(fd: number): Promise<void> {
     const ready = once(this.server, 'listening');
     this.server.listen({ fd, backlog: BACKLOG });

@@ -101,7 +101,7 @@ export class SpoolFile {
 
 export class Spool {
   private counter = 0;
-  /** Worker threads share the directory; each names its files with its own tag. */
+  /** Worker processes share the directory; each names its files with its own tag. */
   private tag = '';
 
   private constructor(
@@ -158,8 +158,8 @@ export class Spool {
   }
 
   /**
-   * A worker thread's view of the daemon's directory (Workers): its files are named
-   * `msg-w<n>-<counter>`, so that names stay unique across threads. The main thread
+   * A worker process's view of the daemon's directory (Workers): its files are named
+   * `msg-w<n>-<counter>`, so that names stay unique across processes. The main process
    * removes the directory at exit; a worker never calls close().
    */
   static shared(dir: string, worker: number, log: Logger): Spool {
