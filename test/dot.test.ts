@@ -5,6 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DotDecoder, DotEncoder } from '../src/smtp/dot.js';
 import { HeaderInserter } from '../src/filter/header.js';
+import { outgoing, READ_CHUNK } from '../src/filter/outgoing.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from './helpers/daemon.js';
 
 /** A small seeded PRNG, so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -136,5 +140,28 @@ test('Header goes before the first blank line, first for Received:, at the end w
       const out = Buffer.concat([...splits(r, Buffer.from(msg)).flatMap((p) => ins.push(p)), ...ins.end()]);
       assert.equal(out.toString(), want, `${JSON.stringify(msg)} with ${header}`);
     }
+  }
+});
+
+test('a file read into one reused buffer gives what the message in memory gives, Header included', () => {
+  // The delivery reads the spool file into one buffer again and again (issue 7): a blank
+  // line the Header waits on, cut by a piece boundary, must survive the next read.
+  const { dir, remove } = tempDir('smtpsift-outgoing-');
+  try {
+    const r = rng(5);
+    const blankAcross = `X: ${'a'.repeat(READ_CHUNK - 20)}\r\n${' '.repeat(40)}\r\nbody\r\n`;
+    const messages = [Buffer.from(blankAcross), Buffer.concat([Buffer.from(blankAcross), randomBytes(r, 3 * READ_CHUNK)]), randomBytes(r, 2 * READ_CHUNK + 7)];
+    for (const [k, msg] of messages.entries()) {
+      const path = join(dir, `m${k}`);
+      writeFileSync(path, msg);
+      for (const header of [undefined, 'X-H: 1', 'Received: from x']) {
+        const want = Buffer.concat([...outgoing(msg, header)]);
+        // Each piece copied at once, as the delivery stuffs it before asking for the next.
+        const got = Buffer.concat(Array.from(outgoing(path, header, Buffer.alloc(READ_CHUNK)), (p) => Buffer.from(p)));
+        assert.ok(got.equals(want), `message ${k} with ${header ?? 'no header'}`);
+      }
+    }
+  } finally {
+    remove();
   }
 });
