@@ -83,6 +83,32 @@ test('the encoder matches the reference whatever the chunking', () => {
   }
 });
 
+/** Mail-like text: lines of letters, some starting with a dot, mostly CRLF, now and then a bare CR or LF. */
+function mailLike(r: () => number, lines: number): Buffer {
+  const ends = ['\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\n', '\r', '\r\r\n', '\n\r'];
+  let text = '';
+  for (let k = 0; k < lines; k++) {
+    const dot = r() < 0.1 ? '.'.repeat(1 + Math.floor(r() * 2)) : '';
+    text += dot + 'x'.repeat(Math.floor(r() * 90)) + (r() < 0.2 ? '.\r' : '') + (ends[Math.floor(r() * ends.length)] as string);
+  }
+  return Buffer.from(r() < 0.5 ? text : text.slice(0, Math.floor(r() * text.length)), 'latin1');
+}
+
+test('the encoder matches the reference on long mail-like messages, in pieces of every size', () => {
+  const r = rng(6);
+  for (let n = 0; n < 600; n++) {
+    const msg = mailLike(r, Math.floor(r() * 40));
+    // Pieces of every size, from a byte to the whole message.
+    const size = 1 + Math.floor(r() * (r() < 0.5 ? 40 : msg.length + 1));
+    const parts: Buffer[] = [];
+    for (let i = 0; i < msg.length; i += size) parts.push(msg.subarray(i, i + size));
+    const enc = new DotEncoder();
+    const out = Buffer.concat([...parts.map((p) => enc.encode(p)), enc.end()]);
+    assert.equal(out.toString('latin1'), encodeRef(msg).toString('latin1'), `message ${JSON.stringify(msg.toString('latin1'))} in pieces of ${size}`);
+    assert.equal(enc.contentBytes, decodeChunks([out])?.msg.length, 'counted whatever the chunking');
+  }
+});
+
 test('the decoder matches the reference whatever the chunking, and ends only at CRLF.CRLF', () => {
   const r = rng(2);
   for (let n = 0; n < 3000; n++) {
