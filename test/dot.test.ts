@@ -5,6 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DotDecoder, DotEncoder } from '../src/smtp/dot.js';
 import { HeaderInserter } from '../src/filter/header.js';
+import { outgoing, READ_CHUNK } from '../src/filter/outgoing.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from './helpers/daemon.js';
 
 /** A small seeded PRNG, so a failure can be replayed. */
 function rng(seed: number): () => number {
@@ -79,6 +83,32 @@ test('the encoder matches the reference whatever the chunking', () => {
   }
 });
 
+/** Mail-like text: lines of letters, some starting with a dot, mostly CRLF, now and then a bare CR or LF. */
+function mailLike(r: () => number, lines: number): Buffer {
+  const ends = ['\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\r\n', '\n', '\r', '\r\r\n', '\n\r'];
+  let text = '';
+  for (let k = 0; k < lines; k++) {
+    const dot = r() < 0.1 ? '.'.repeat(1 + Math.floor(r() * 2)) : '';
+    text += dot + 'x'.repeat(Math.floor(r() * 90)) + (r() < 0.2 ? '.\r' : '') + (ends[Math.floor(r() * ends.length)] as string);
+  }
+  return Buffer.from(r() < 0.5 ? text : text.slice(0, Math.floor(r() * text.length)), 'latin1');
+}
+
+test('the encoder matches the reference on long mail-like messages, in pieces of every size', () => {
+  const r = rng(6);
+  for (let n = 0; n < 600; n++) {
+    const msg = mailLike(r, Math.floor(r() * 40));
+    // Pieces of every size, from a byte to the whole message.
+    const size = 1 + Math.floor(r() * (r() < 0.5 ? 40 : msg.length + 1));
+    const parts: Buffer[] = [];
+    for (let i = 0; i < msg.length; i += size) parts.push(msg.subarray(i, i + size));
+    const enc = new DotEncoder();
+    const out = Buffer.concat([...parts.map((p) => enc.encode(p)), enc.end()]);
+    assert.equal(out.toString('latin1'), encodeRef(msg).toString('latin1'), `message ${JSON.stringify(msg.toString('latin1'))} in pieces of ${size}`);
+    assert.equal(enc.contentBytes, decodeChunks([out])?.msg.length, 'counted whatever the chunking');
+  }
+});
+
 test('the decoder matches the reference whatever the chunking, and ends only at CRLF.CRLF', () => {
   const r = rng(2);
   for (let n = 0; n < 3000; n++) {
@@ -136,5 +166,28 @@ test('Header goes before the first blank line, first for Received:, at the end w
       const out = Buffer.concat([...splits(r, Buffer.from(msg)).flatMap((p) => ins.push(p)), ...ins.end()]);
       assert.equal(out.toString(), want, `${JSON.stringify(msg)} with ${header}`);
     }
+  }
+});
+
+test('a file read into one reused buffer gives what the message in memory gives, Header included', () => {
+  // The delivery reads the spool file into one buffer again and again (issue 7): a blank
+  // line the Header waits on, cut by a piece boundary, must survive the next read.
+  const { dir, remove } = tempDir('smtpsift-outgoing-');
+  try {
+    const r = rng(5);
+    const blankAcross = `X: ${'a'.repeat(READ_CHUNK - 20)}\r\n${' '.repeat(40)}\r\nbody\r\n`;
+    const messages = [Buffer.from(blankAcross), Buffer.concat([Buffer.from(blankAcross), randomBytes(r, 3 * READ_CHUNK)]), randomBytes(r, 2 * READ_CHUNK + 7)];
+    for (const [k, msg] of messages.entries()) {
+      const path = join(dir, `m${k}`);
+      writeFileSync(path, msg);
+      for (const header of [undefined, 'X-H: 1', 'Received: from x']) {
+        const want = Buffer.concat([...outgoing(msg, header)]);
+        // Each piece copied at once, as the delivery stuffs it before asking for the next.
+        const got = Buffer.concat(Array.from(outgoing(path, header, Buffer.alloc(READ_CHUNK)), (p) => Buffer.from(p)));
+        assert.ok(got.equals(want), `message ${k} with ${header ?? 'no header'}`);
+      }
+    }
+  } finally {
+    remove();
   }
 });

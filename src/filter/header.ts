@@ -95,7 +95,8 @@ export class HeaderInserter {
     if (this.held.length > 0 && !this.blankSoFar) out.push(...this.held.splice(0));
     if (this.blankSoFar) {
       out.push(chunk.subarray(0, lineBegin));
-      this.held.push(chunk.subarray(lineBegin));
+      // A copy: the chunk's buffer may be filled again before this is passed on (outgoing()).
+      this.held.push(Buffer.from(chunk.subarray(lineBegin)));
     } else {
       out.push(chunk);
     }

@@ -25,3 +25,36 @@ export function drained(stream: Writable, timeoutMs: number): Promise<DrainResul
     stream.on('error', onError);
   });
 }
+
+/**
+ * Writes `data` and waits until the stream is done with it, so that the caller may fill the
+ * same buffer again (a delivery reuses its buffers, issue 7). Undefined when the stream took
+ * all of it at once (nothing queued: the usual case while the peer keeps up); otherwise
+ * resolves on the write's callback ('drain'), 'close', 'error' or the timeout.
+ */
+export function written(stream: Writable, data: Buffer, timeoutMs: number): Promise<DrainResult> | undefined {
+  let settle: ((result: DrainResult) => void) | undefined;
+  let early: DrainResult | undefined;
+  stream.write(data, (error) => {
+    const result: DrainResult = error ? { kind: 'error', error } : { kind: 'drain' };
+    if (settle) settle(result);
+    else early = result;
+  });
+  if (stream.writableLength === 0) return undefined;
+  return new Promise((resolve) => {
+    const done = (result: DrainResult): void => {
+      clearTimeout(timer);
+      settle = undefined;
+      stream.off('close', onClose);
+      stream.off('error', onError);
+      resolve(result);
+    };
+    const onClose = (): void => done({ kind: 'close' });
+    const onError = (error: Error): void => done({ kind: 'error', error });
+    const timer = setTimeout(() => done({ kind: 'timeout' }), timeoutMs);
+    stream.on('close', onClose);
+    stream.on('error', onError);
+    settle = done;
+    if (early !== undefined) done(early);
+  });
+}

@@ -4,13 +4,13 @@
 
 import { rmSync } from 'node:fs';
 import { SiftError } from '../errors.js';
-import { DotDecoder, DotEncoder } from '../smtp/dot.js';
+import { DotDecoder, DotEncoder, encodedMax, END_MAX } from '../smtp/dot.js';
 import { reply, summary, type Reply } from '../smtp/reply.js';
 import { MessageStore } from '../spool/message.js';
 import { Level, q } from '../log/logger.js';
 import { filterMessage, type FilterRequest } from '../filter/filter.js';
 import { expandHeader } from '../filter/header.js';
-import { outgoing } from '../filter/outgoing.js';
+import { outgoing, READ_CHUNK } from '../filter/outgoing.js';
 import type { Verdict } from '../filter/verdict.js';
 import { plainIp } from '../net/address.js';
 import { keepAlive, type KeepAlive } from '../upstream/keepalive.js';
@@ -146,6 +146,32 @@ async function receive(s: Session, store: MessageStore): Promise<number> {
   }
 }
 
+/**
+ * The buffers one delivery fills again and again: `read` for the file's pieces, `out` for
+ * their stuffed form, which has room for a whole piece however it grows, and the end of
+ * data. Taken from a small pool and given back, so that a large message costs no buffer
+ * per piece (issue 7: a buffer per piece, each at least glibc's 128 KiB mmap threshold,
+ * was an mmap, page faults and an munmap with a TLB shootdown every 256 KiB of message).
+ */
+interface Scratch {
+  readonly read: Buffer;
+  readonly out: Buffer;
+}
+
+const OUT_SIZE = encodedMax(READ_CHUNK) + END_MAX;
+const idle: Scratch[] = [];
+/** Idle sets kept for the next deliveries; more are made when more deliver at once. */
+const IDLE_MAX = 8;
+
+function takeScratch(): Scratch {
+  return idle.pop() ?? { read: Buffer.allocUnsafeSlow(READ_CHUNK), out: Buffer.allocUnsafeSlow(OUT_SIZE) };
+}
+
+/** Only once nothing holds them any more: every write of `out` done, the file closed. */
+function giveScratch(scratch: Scratch): void {
+  if (idle.length < IDLE_MAX) idle.push(scratch);
+}
+
 /** DATA upstream, the message dot-stuffed with CRLF endings, and the final reply. */
 async function deliver(s: Session, source: string | Buffer, headerText: string | undefined): Promise<[Reply, Outcome, number?]> {
   const dataReply = await s.forward('DATA\r\n');
@@ -158,28 +184,39 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
   }
   // The encoder also counts what the upstream stores (the accounting's %msize).
   const encoder = new DotEncoder();
-  // Each piece is written once the next one is read, so that the last one goes out with
-  // the end of data.
-  let held: Buffer = Buffer.alloc(0);
+  const scratch = takeScratch();
+  const out = scratch.out;
+  /** Stuffed bytes in `out` not yet written: written when the next piece might not fit. */
+  let used = 0;
   try {
-    for await (const chunk of outgoing(source, headerText)) {
-      if (held.length > 0) await s.upstream.write(held);
-      held = encoder.encode(chunk);
+    // Each piece is stuffed into `out` before the next is read into `scratch.read`.
+    for (const chunk of outgoing(source, headerText, scratch.read)) {
+      for (let at = 0; at < chunk.length; at += READ_CHUNK) {
+        const piece = chunk.subarray(at, at + READ_CHUNK);
+        if (used + encodedMax(piece.length) + END_MAX > out.length) {
+          await s.upstream.writeOut(out.subarray(0, used));
+          used = 0;
+        }
+        used += encoder.encodeInto(piece, out, used);
+      }
     }
     if (s.socket.destroyed) {
       // Nobody would hear the reply and the client will send again: do not deliver.
       throw new ClientGone('client closed the connection before the message was delivered');
     }
     // The last piece and the end of data in one write (design invariant 7).
-    await s.upstream.write(Buffer.concat([held, encoder.end()]));
+    used += encoder.end().copy(out, used);
+    await s.upstream.writeOut(out.subarray(0, used));
   } catch (e) {
     // The upstream has part of the message: only dropping the connection guarantees that
-    // nothing half-sent is ever delivered.
+    // nothing half-sent is ever delivered. The scratch buffers are not reused: a write
+    // may still hold `out`.
     s.upstream.abort();
     if (e instanceof SiftError || e instanceof ClientGone) throw e;
     s.log.error(`reading ${typeof source === 'string' ? source : 'the message'}: ${(e as Error).message}`);
     return [new SiftError('SPOOL_FAILED', '').reply, 'close'];
   }
+  giveScratch(scratch);
   const final = await s.upstream.reply();
   if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
   return [final, 'continue', encoder.contentBytes];

@@ -102,6 +102,12 @@ export class DotDecoder {
   }
 }
 
+/** The most bytes encoding `n` bytes can give: every byte a bare LF or CR, plus a pending CR's LF. */
+export const encodedMax = (n: number): number => 2 * n + 2;
+
+/** The longest end of data (DotEncoder.end()). */
+export const END_MAX = 5;
+
 /** Stuffs a message for the upstream and normalises line endings to CRLF (native/dot.c). */
 export class DotEncoder {
   /** [0]: LINE_START | PENDING_CR, carried between calls; [1]: dots added by the last call. */
@@ -111,10 +117,18 @@ export class DotEncoder {
 
   /** The piece, stuffed (possibly empty: a final CR waits for the next piece). */
   encode(buf: Buffer): Buffer {
-    const out = Buffer.allocUnsafe(2 * buf.length + 2);
-    const n = native.dotEncode(buf, out, this.state);
+    const out = Buffer.allocUnsafe(encodedMax(buf.length));
+    return out.subarray(0, this.encodeInto(buf, out, 0));
+  }
+
+  /**
+   * The piece, stuffed, into `out` from `at`, which must leave room for encodedMax() bytes;
+   * returns how many were written.
+   */
+  encodeInto(buf: Buffer, out: Buffer, at: number): number {
+    const n = native.dotEncode(buf, at === 0 ? out : out.subarray(at), this.state);
     this.contentBytes += n - (this.state[1] as number);
-    return out.subarray(0, n);
+    return n;
   }
 
   /** The end of the data: a CRLF if the message did not end with one, then `.` CRLF. */

@@ -3,7 +3,7 @@
 
 import { connect, Socket } from 'node:net';
 import { once } from 'node:events';
-import { drained } from '../net/drain.js';
+import { drained, written, type DrainResult } from '../net/drain.js';
 import { SiftError } from '../errors.js';
 import { transparentConnect } from '../native.js';
 import { SocketReader } from '../net/reader.js';
@@ -130,8 +130,21 @@ export class Upstream {
     }
   }
 
+  /**
+   * Writes bytes and resolves once the socket has handed all of them to the kernel: the
+   * caller may then fill `data` again (a delivery's reused buffers).
+   */
+  async writeOut(data: Buffer): Promise<void> {
+    if (this.closed || this.socket.destroyed) throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
+    const pending = written(this.socket, data, this.timeoutMs);
+    if (pending !== undefined) this.check(await pending);
+  }
+
   private async drained(): Promise<void> {
-    const r = await drained(this.socket, this.timeoutMs);
+    this.check(await drained(this.socket, this.timeoutMs));
+  }
+
+  private check(r: DrainResult): void {
     // An 'error' (EPIPE, ECONNRESET) is a connection gone, not a timeout.
     if (r.kind === 'error') throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${r.error.message}`);
     if (r.kind === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
