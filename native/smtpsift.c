@@ -553,6 +553,18 @@ static void tune_malloc(void) {
   mallopt(M_TRIM_THRESHOLD, 128 * 1024);
 }
 
+/*
+ * trimMemory(): malloc_trim(0), which gives the free pages inside glibc's heaps back to the
+ * system, not only those at the top (M_TRIM_THRESHOLD). src/net/garbage.ts calls it after
+ * the collections it asks for during large messages.
+ */
+static napi_value TrimMemory(napi_env env, napi_callback_info info) {
+  (void)env;
+  (void)info;
+  malloc_trim(0);
+  return NULL;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   register_dot(env, exports);
@@ -566,6 +578,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   export_fn(env, exports, "limitCaps", LimitCaps);
   export_fn(env, exports, "getNofile", GetNofile);
   export_fn(env, exports, "setNofile", SetNofile);
+  export_fn(env, exports, "trimMemory", TrimMemory);
   return exports;
 }
 

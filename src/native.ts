@@ -46,6 +46,8 @@ interface Addon {
     stdoutFd: number,
     onExit: (code: number | null, signal: number | null) => void,
   ): { readonly pid: number; readonly stderr: number };
+  /** malloc_trim(0): glibc gives back the free pages inside its heaps. */
+  trimMemory(): void;
   /** A new zeroed page of counters shared across processes (native/cells.c); `fd` is close-on-exec. */
   cellsCreate(): { readonly fd: number; readonly cells: ArrayBuffer };
   /** The page of counters behind a descriptor from cellsCreate (a worker process's). */

@@ -9,6 +9,7 @@ import { constants } from 'node:os';
 import { native } from '../native.js';
 import { LastLine } from './last-line.js';
 import type { FilterEnd } from './verdict.js';
+import { received } from '../net/garbage.js';
 
 /** Between SIGTERM to the group and SIGKILL: a filter may clean up, briefly. */
 const KILL_GRACE_MS = 300;
@@ -94,7 +95,10 @@ export function runFilter(job: FilterJob): FilterRun {
       }, KILL_GRACE_MS).unref();
       finish({ kind: 'crash', why: `timeout: no verdict after ${job.timeoutMs / 1000} s; killed` }, true);
     }, job.timeoutMs);
-    stderr.on('data', (chunk: Buffer) => lastLine.write(chunk));
+    stderr.on('data', (chunk: Buffer) => {
+      received(chunk.length);
+      lastLine.write(chunk);
+    });
     stderr.on('error', () => undefined); // its end is all that matters
     stderr.on('close', () => {
       stderrClosed = true;

@@ -14,6 +14,7 @@ import { outgoing, READ_CHUNK } from '../filter/outgoing.js';
 import type { Verdict } from '../filter/verdict.js';
 import { plainIp } from '../net/address.js';
 import { keepAlive, type KeepAlive } from '../upstream/keepalive.js';
+import { received } from '../net/garbage.js';
 import { ClientGone, type Outcome, type Session } from './session.js';
 import { messageEvent, type MessageStatus } from '../accounting/event.js';
 
@@ -134,6 +135,7 @@ async function receive(s: Session, store: MessageStore): Promise<number> {
     const chunk = await s.reader.chunk(s.timeoutMs);
     if (chunk === 'eof') throw new ClientGone('client closed the connection during DATA');
     if (chunk === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client silent for ${s.config.timeOut} s during DATA`);
+    received(chunk.length);
     const d = decoder.feed(chunk);
     for (const part of d.parts) {
       size += part.length;
