@@ -351,9 +351,13 @@ class Runner {
       }
       const before = median(f.before.dotMs);
       const during = median(f.during.dotMs);
+      const after = f.after === undefined ? undefined : median(f.after.dotMs);
+      // The usual latency: the probes on both sides of the holding, together.
+      const usual = median([...f.before.dotMs, ...(f.after?.dotMs ?? [])]);
       if (before !== undefined) this.results.add(s.id, label, "'.'->250 before", before);
+      if (after !== undefined) this.results.add(s.id, label, "'.'->250 after", after);
       if (during !== undefined) this.results.add(s.id, label, "'.'->250 held", during);
-      if (before !== undefined && during !== undefined) this.results.add(s.id, label, 'held ÷ before', during / before);
+      if (usual !== undefined && during !== undefined) this.results.add(s.id, label, 'held ÷ usual', during / usual);
       const failed = Object.entries(f.opened.failures).map(([why, n]) => `${n} ${why}`).join(', ');
       if (failed !== '' || f.opened.stoppedEarly !== undefined) {
         this.problem(s, label, `rep ${rep}: ${f.opened.held} of ${count} held${failed === '' ? '' : `; failed handshakes: ${failed}`}${f.opened.stoppedEarly === undefined ? '' : `; ${f.opened.stoppedEarly}`}`);
@@ -373,7 +377,7 @@ class Runner {
       const kb = f.rssHeldKb !== undefined && f.rssBeforeKb !== undefined && f.opened.held > 0 ? `, ${((f.rssHeldKb - f.rssBeforeKb) / f.opened.held).toFixed(1)} KB/conn` : '';
       say(
         `  ${s.id} ${label} rep ${rep}: ${f.opened.held}/${count} held in ${(f.opened.ms / 1000).toFixed(1)} s (${f.heldAfter} after the probe)${kb}, ` +
-          `'.'->250 ${fmt(before ?? NaN)} ms before, ${fmt(during ?? NaN)} ms held (${f.during.dotMs.length} served)`,
+          `'.'->250 ${fmt(before ?? NaN)} ms before, ${fmt(during ?? NaN)} ms held (${f.during.dotMs.length} served), ${fmt(after ?? NaN)} ms after`,
       );
     } finally {
       await this.retire(s, t);

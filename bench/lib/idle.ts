@@ -80,9 +80,15 @@ export interface IdleFigures {
   /** The descriptors of each of the daemon's processes while holding (Workers), and its RLIMIT_NOFILE after its start-up. */
   readonly daemonFds: readonly (number | undefined)[] | undefined;
   readonly daemonLimit: FdLimit | undefined;
-  /** The '.'->250 probe on the fresh daemon (its usual latency, also the warm-up) and while holding. */
+  /**
+   * The '.'->250 probe on the fresh daemon (its usual latency, after a warm-up), while
+   * holding, and again once the connections are closed (undefined if that probe could not
+   * run): the daemon's usual latency on both sides of the holding, as this VM's latency
+   * drifts by 2-3x within seconds.
+   */
   readonly before: ProbeResult;
   readonly during: ProbeResult;
+  readonly after: ProbeResult | undefined;
 }
 
 const MESSAGE = 4 * 1024;
@@ -97,8 +103,10 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
   const pid = daemon?.pid;
   // Read after start-up: a daemon may raise its own limit then.
   const daemonLimit = pid === undefined ? undefined : fdLimit(pid);
-  // A fresh daemon: a first probe warms it up (V8 compiles lazily), the second is its usual latency.
-  await probeDotLatency(port, 5, MESSAGE, 10_000);
+  // A fresh daemon: a first probe warms it up (V8 compiles lazily), the second is its usual
+  // latency. The warm-up on 8 connections at once, so that with Workers every process gets
+  // some: the probes before and while holding may each be served by any of them.
+  await Promise.all(Array.from({ length: 8 }, () => probeDotLatency(port, 5, MESSAGE, 10_000)));
   const before = await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000);
   // Let the probe's session end on the daemon's side before the baseline.
   await sleep(300);
@@ -108,6 +116,7 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
   // A daemon that dies (proxsmtpd, past fd 1023) leaves handshakes that would only time out.
   const giveUp = (): void => holder.command({ cmd: 'give-up' });
   daemon?.child.once('exit', giveUp);
+  let closed = false;
   try {
     const opened = await holder.next('opened', o.deadlineMs + handshakeMs + 10_000);
     // The last handshakes' upstream replies are relayed by now; give the heap a moment
@@ -118,11 +127,19 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
     const during = await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000);
     holder.command({ cmd: 'status' });
     const heldAfter = (await holder.next('status', 10_000)).held;
-    return { opened, heldAfter, rssBeforeKb, rssHeldKb, daemonFds, daemonLimit, before, during };
+    holder.command({ cmd: 'close' });
+    closed = true;
+    await holder.next('closed', 10_000);
+    // Let the daemon see them go.
+    await sleep(1000);
+    const after = daemon === undefined || isRunning(daemon) ? await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000) : undefined;
+    return { opened, heldAfter, rssBeforeKb, rssHeldKb, daemonFds, daemonLimit, before, during, after };
   } finally {
     daemon?.child.off('exit', giveUp);
-    holder.command({ cmd: 'close' });
-    await holder.next('closed', 10_000).catch(() => undefined);
+    if (!closed) {
+      holder.command({ cmd: 'close' });
+      await holder.next('closed', 10_000).catch(() => undefined);
+    }
     await stop(holder.proc);
   }
 }
