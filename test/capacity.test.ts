@@ -231,10 +231,12 @@ test('Workers: 2 under a limit that cannot be raised: the limit is per process, 
     );
     const answers: string[] = [];
     for (let i = 0; i < 40; i++) answers.push(await firstWords(d.port, held));
-    // The kernel spreads the connections over the two processes: far more than 22 are held,
-    // and one refused (a process that took more than its share) is the busy 421.
-    assert.ok(held.length > 30, `${held.length} held: ${JSON.stringify(answers)}`);
+    // The kernel spreads the connections over the two processes, though not evenly: more
+    // are held than one process has descriptors for, and a process that has taken its 22
+    // refuses with the busy 421 (and says why) even while the other has room.
+    assert.ok(held.length > 22, `${held.length} held: ${JSON.stringify(answers)}`);
     for (const a of answers) assert.match(a, /^(?:220 smtp\.passthru|421 Server busy, too many connections)\r\n$/);
+    if (held.length < 40) await d.waitForLog(/too many connections open in this process \(max 22, its open files limit\)\. sent busy response/);
     // Past MaxConnections: busy, whichever process takes it.
     if (held.length === 40) assert.equal(await firstWords(d.port), '421 Server busy, too many connections\r\n');
     for (const s of held.splice(0)) s.destroy();
