@@ -1,4 +1,4 @@
-// The daemon's life, in order: listen, pid file, drop privileges, spool, serve, drain.
+// The daemon's life, in order: listen, pid file, worker processes (Workers), drop privileges, spool, serve, drain.
 
 import { closeSync, unlinkSync, writeFileSync } from 'node:fs';
 import { formatAddress } from '../config/addresses.js';
