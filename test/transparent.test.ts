@@ -6,12 +6,12 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loopReason } from '../src/upstream/destination.js';
 import { startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
 import { ADDR, GW_ADDRESSES, Netns, type Recorder, type SendResult } from './helpers/netns.js';
-import { procStatus } from './helpers/process.js';
+import { childPids, procStatus } from './helpers/process.js';
 
 const T = { timeout: 120_000 };
 const PORT = 10025;
@@ -240,7 +240,7 @@ test('netns: TransparentProxy full with Workers: 2: no process has more than CAP
     await withDaemon(d, async () => {
       await d.waitForLog(/Workers: 2 \(the main process and 1 worker process\)/);
       const pid = d.proc.pid ?? 0;
-      const workers = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+      const workers = childPids(pid);
       assert.equal(workers.length, 1, 'one worker process');
       // Capabilities are per thread: each process's main thread (the one that makes the
       // sockets) has CAP_NET_ADMIN after the switch; threads from before it have none.

@@ -11,7 +11,7 @@ import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { RawClient } from './helpers/client.js';
 import { startDaemon, tempDir, type Daemon } from './helpers/daemon.js';
-import { configFile, privateSpoolDirs, runDaemonCli, runSift, waitFor } from './helpers/process.js';
+import { alive, childPids, configFile, privateSpoolDirs, runDaemonCli, runSift, waitFor } from './helpers/process.js';
 import { withRouted } from './helpers/routing.js';
 import { RecordingUpstream } from './helpers/upstream.js';
 
@@ -230,20 +230,6 @@ test('Workers: 2, a worker process dies -> logged with its stack; the main proce
   }
 });
 
-/** The worker processes of the daemon `pid` (its children). */
-function workerPids(pid: number | undefined): number[] {
-  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
-}
-
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 interface TwoWorkers {
   readonly d: Daemon;
   /** Idle sessions, at least one on each process, and which process (0 = main) took each. */
@@ -259,7 +245,7 @@ async function withTwoWorkers(fn: (t: TwoWorkers) => Promise<void>): Promise<voi
   try {
     const clients = await idleOnEveryWorker(d, 2);
     const servedBy = [...workers(d.log(), 'accepted connection').values()];
-    const pids = workerPids(d.proc.pid);
+    const pids = childPids(d.proc.pid ?? 0);
     assert.equal(pids.length, 1, 'one worker process');
     await fn({ d, clients, servedBy, worker: pids[0] ?? 0 });
   } finally {
@@ -292,7 +278,7 @@ test('Workers: 2, the main process killed (SIGKILL) -> the worker process drains
   await withTwoWorkers(async ({ d, clients, servedBy, worker }) => {
     d.proc.kill('SIGKILL');
     for (const [i, c] of clients.entries()) assert.equal(await c.waitClosed(2000), servedBy[i] === 0 ? '' : SHUTDOWN);
-    await waitFor(() => !isRunning(worker), 'the worker process to end');
+    await waitFor(() => !alive(worker), 'the worker process to end');
     const late = await RawClient.connect(d.port).then(
       (c) => (c.close(), 'connected'),
       (e: NodeJS.ErrnoException) => e.code,

@@ -86,6 +86,11 @@ export async function waitFor<T>(probe: () => T | undefined | false, what: strin
 }
 
 /** Whether a process exists (and is not a zombie). */
+/** The child processes of `pid` (a daemon's worker processes). */
+export function childPids(pid: number): number[] {
+  return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+}
+
 export function alive(pid: number): boolean {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
