@@ -334,11 +334,14 @@ class Runner {
   /** A fresh daemon per repetition in front of our own sink, with MaxConnections for them all. */
   private async idle(s: Scenario & { kind: 'idle' }, label: string, rep: number): Promise<void> {
     const count = this.budget.idleConnections;
-    const t = await this.fresh(s, label, s.upstream, this.spec(label).kind === 'smtpsiftd' ? { ...s.config, ...s.ours } : s.config);
+    const config = this.spec(label).kind === 'smtpsiftd' ? { ...s.config, ...s.ours } : s.config;
+    const t = await this.fresh(s, label, s.upstream, config);
     if (t === undefined) return;
+    // The usual latency, in the same moments: a twin daemon that holds nothing.
+    const twin = t.daemon === undefined ? undefined : await this.fresh(s, label, s.upstream, config);
     try {
       const pid = t.daemon?.pid;
-      const f = await measureIdle(t.port, t.daemon, { count, probeMessages: this.budget.idleProbeMessages, deadlineMs: this.budget.idleDeadlineMs, dir: this.targetOpts.dir });
+      const f = await measureIdle(t.port, t.daemon, { count, probeMessages: this.budget.idleProbeMessages, deadlineMs: this.budget.idleDeadlineMs, dir: this.targetOpts.dir, twinPort: twin?.port });
       const up = alive(t);
       this.results.add(s.id, label, 'held', f.heldAfter);
       this.results.add(s.id, label, 'most held', f.opened.mostHeld);
@@ -358,6 +361,12 @@ class Runner {
       if (after !== undefined) this.results.add(s.id, label, "'.'->250 after", after);
       if (during !== undefined) this.results.add(s.id, label, "'.'->250 held", during);
       if (usual !== undefined && during !== undefined) this.results.add(s.id, label, 'held ÷ usual', during / usual);
+      const twinMedian = f.twin === undefined ? undefined : median(f.twin.dotMs);
+      if (twinMedian !== undefined) this.results.add(s.id, label, "'.'->250 twin", twinMedian);
+      if (twinMedian !== undefined && during !== undefined) this.results.add(s.id, label, 'held ÷ twin', during / twinMedian);
+      if (f.twin !== undefined && (f.twin.problem !== undefined || f.twin.failures > 0)) {
+        this.problem(s, label, `rep ${rep}: the twin daemon: ${f.twin.dotMs.length} of ${this.budget.idleProbeMessages} accepted${f.twin.problem === undefined ? '' : `; ${f.twin.problem}`}`);
+      }
       const failed = Object.entries(f.opened.failures).map(([why, n]) => `${n} ${why}`).join(', ');
       if (failed !== '' || f.opened.stoppedEarly !== undefined) {
         this.problem(s, label, `rep ${rep}: ${f.opened.held} of ${count} held${failed === '' ? '' : `; failed handshakes: ${failed}`}${f.opened.stoppedEarly === undefined ? '' : `; ${f.opened.stoppedEarly}`}`);
@@ -377,9 +386,11 @@ class Runner {
       const kb = f.rssHeldKb !== undefined && f.rssBeforeKb !== undefined && f.opened.held > 0 ? `, ${((f.rssHeldKb - f.rssBeforeKb) / f.opened.held).toFixed(1)} KB/conn` : '';
       say(
         `  ${s.id} ${label} rep ${rep}: ${f.opened.held}/${count} held in ${(f.opened.ms / 1000).toFixed(1)} s (${f.heldAfter} after the probe)${kb}, ` +
-          `'.'->250 ${fmt(before ?? NaN)} ms before, ${fmt(during ?? NaN)} ms held (${f.during.dotMs.length} served), ${fmt(after ?? NaN)} ms after`,
+          `'.'->250 ${fmt(before ?? NaN)} ms before, ${fmt(during ?? NaN)} ms held (${f.during.dotMs.length} served), ${fmt(after ?? NaN)} ms after` +
+          (twinMedian === undefined ? '' : `, ${fmt(twinMedian)} ms on the twin meanwhile`),
       );
     } finally {
+      if (twin !== undefined) await this.retire(s, twin);
       await this.retire(s, t);
     }
   }

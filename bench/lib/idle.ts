@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { FromHolder, HolderOptions, ToHolder } from './idle-holder.js';
 import { fdLimit, openFds, type FdLimit } from './limits.js';
 import { processTree, treeRssKb } from './memory.js';
-import { probeDotLatency, type ProbeResult } from './probe.js';
+import { probeDotLatencies, probeDotLatency, type ProbeResult } from './probe.js';
 import { isRunning, startNode, stop, type Started } from './processes.js';
 
 const HOLDER = fileURLToPath(new URL('./idle-holder.js', import.meta.url));
@@ -67,6 +67,12 @@ export interface IdleOptions {
   readonly deadlineMs: number;
   /** Directory for the holder's log. */
   readonly dir: string;
+  /**
+   * The port of a twin: the same daemon with the same configuration and upstream, started
+   * alongside, that holds nothing. The probe while holding alternates its messages between
+   * the two, so the twin gives the usual latency in the very same moments.
+   */
+  readonly twinPort?: number | undefined;
 }
 
 export interface IdleFigures {
@@ -89,9 +95,13 @@ export interface IdleFigures {
   readonly before: ProbeResult;
   readonly during: ProbeResult;
   readonly after: ProbeResult | undefined;
+  /** The twin's messages, taken in turn with `during`'s; undefined without a twin. */
+  readonly twin: ProbeResult | undefined;
 }
 
 const MESSAGE = 4 * 1024;
+/** Warm-up messages on each of 8 connections: enough for V8 to optimise the message path. */
+const WARM_UP = 25;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /**
@@ -105,9 +115,11 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
   const daemonLimit = pid === undefined ? undefined : fdLimit(pid);
   // A fresh daemon: a first probe warms it up (V8 compiles lazily), the second is its usual
   // latency. The warm-up on 8 connections at once, so that with Workers every process gets
-  // some: the probes before and while holding may each be served by any of them.
-  await Promise.all(Array.from({ length: 8 }, () => probeDotLatency(port, 5, MESSAGE, 10_000)));
-  const before = await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000);
+  // some: the probes before and while holding may each be served by any of them. The twin
+  // gets the same warm-up and the same probe, in turn, so that it is as warm.
+  const ports = [port, ...(o.twinPort === undefined ? [] : [o.twinPort])];
+  await Promise.all(ports.flatMap((p) => Array.from({ length: 8 }, () => probeDotLatency(p, WARM_UP, MESSAGE, 10_000))));
+  const [before] = await probeDotLatencies(ports, o.probeMessages, MESSAGE, 10_000);
   // Let the probe's session end on the daemon's side before the baseline.
   await sleep(300);
   const rssBeforeKb = pid === undefined ? undefined : treeRssKb(pid);
@@ -124,7 +136,7 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
     if (pid === undefined || treeRssKb(pid) > 0) await sleep(1000);
     const rssHeldKb = pid === undefined ? undefined : treeRssKb(pid);
     const daemonFds = pid === undefined ? undefined : processTree(pid).map(openFds);
-    const during = await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000);
+    const [during, twin] = await probeDotLatencies(ports, o.probeMessages, MESSAGE, 10_000);
     holder.command({ cmd: 'status' });
     const heldAfter = (await holder.next('status', 10_000)).held;
     holder.command({ cmd: 'close' });
@@ -133,7 +145,7 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
     // Let the daemon see them go.
     await sleep(1000);
     const after = daemon === undefined || isRunning(daemon) ? await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000) : undefined;
-    return { opened, heldAfter, rssBeforeKb, rssHeldKb, daemonFds, daemonLimit, before, during, after };
+    return { opened, heldAfter, rssBeforeKb, rssHeldKb, daemonFds, daemonLimit, before: before as ProbeResult, during: during as ProbeResult, after, twin };
   } finally {
     daemon?.child.off('exit', giveUp);
     if (!closed) {

@@ -105,34 +105,75 @@ async function transaction(socket: Socket, expect: Expect, data: Buffer): Promis
  * body, then "." in a write of its own, timed to the final reply.
  */
 export async function probeDotLatency(port: number, messages: number, size: number, timeoutMs = 30_000): Promise<ProbeResult> {
-  const dotMs: number[] = [];
-  let failures = 0;
-  let problem: string | undefined;
-  let socket: Socket | undefined;
-  try {
-    const c = await open(port, timeoutMs);
-    socket = c.socket;
-    await c.expect(220, 'greeting');
-    socket.write('EHLO bench.invalid\r\n');
-    await c.expect(250, 'EHLO');
-    const data = Buffer.from(body(size), 'latin1');
-    for (let i = 0; i < messages; i++) {
-      await transaction(socket, c.expect, data);
-      const t0 = performance.now();
-      socket.write('.\r\n');
-      const fin = await c.r.next(timeoutMs);
-      const ms = performance.now() - t0;
-      if (fin.code === 250) dotMs.push(ms);
-      else failures++;
+  return (await probeDotLatencies([port], messages, size, timeoutMs))[0] as ProbeResult;
+}
+
+/** One probe connection of probeDotLatencies(). */
+interface Probe {
+  socket: Socket | undefined;
+  c: Awaited<ReturnType<typeof open>> | undefined;
+  readonly dotMs: number[];
+  failures: number;
+  problem: string | undefined;
+}
+
+/**
+ * The '.'->250 probe on one connection to each of `ports`, their messages taken in turn
+ * (one to each port, in this order and then in the reverse one, so that none always goes
+ * first), so that every port is timed in the same moments: this VM's latency drifts by
+ * 2-3x within seconds. A connection that fails is left with its problem; the others go on.
+ */
+export async function probeDotLatencies(ports: readonly number[], messages: number, size: number, timeoutMs = 30_000): Promise<ProbeResult[]> {
+  const probes: Probe[] = ports.map(() => ({ socket: undefined, c: undefined, dotMs: [], failures: 0, problem: undefined }));
+  const data = Buffer.from(body(size), 'latin1');
+  const attempt = async (p: Probe, step: (p: Probe & { c: NonNullable<Probe['c']> }) => Promise<void>): Promise<void> => {
+    if (p.problem !== undefined || p.c === undefined) return;
+    try {
+      await step(p as Probe & { c: NonNullable<Probe['c']> });
+    } catch (e) {
+      p.problem = (e as Error).message;
     }
-    socket.write('QUIT\r\n');
-    await c.r.next(timeoutMs).catch(() => undefined);
-  } catch (e) {
-    problem = (e as Error).message;
+  };
+  try {
+    await Promise.all(
+      probes.map(async (p, k) => {
+        try {
+          p.c = await open(ports[k] as number, timeoutMs);
+          p.socket = p.c.socket;
+        } catch (e) {
+          p.problem = (e as Error).message;
+        }
+        await attempt(p, async ({ c }) => {
+          await c.expect(220, 'greeting');
+          c.socket.write('EHLO bench.invalid\r\n');
+          await c.expect(250, 'EHLO');
+        });
+      }),
+    );
+    const reversed = [...probes].reverse();
+    for (let i = 0; i < messages; i++) {
+      for (const p of i % 2 === 0 ? probes : reversed) {
+        await attempt(p, async ({ c }) => {
+          await transaction(c.socket, c.expect, data);
+          const t0 = performance.now();
+          c.socket.write('.\r\n');
+          const fin = await c.r.next(timeoutMs);
+          const ms = performance.now() - t0;
+          if (fin.code === 250) p.dotMs.push(ms);
+          else p.failures++;
+        });
+      }
+    }
+    for (const p of probes) {
+      await attempt(p, async ({ c }) => {
+        c.socket.write('QUIT\r\n');
+        await c.r.next(timeoutMs).catch(() => undefined);
+      });
+    }
   } finally {
-    socket?.destroy();
+    for (const p of probes) p.socket?.destroy();
   }
-  return { dotMs, failures, problem };
+  return probes.map((p) => ({ dotMs: p.dotMs, failures: p.failures, problem: p.problem }));
 }
 
 export interface SessionProbeResult {
