@@ -108,10 +108,11 @@ export async function probeDotLatency(port: number, messages: number, size: numb
   return (await probeDotLatencies([port], messages, size, timeoutMs))[0] as ProbeResult;
 }
 
+type Connection = Awaited<ReturnType<typeof open>>;
+
 /** One probe connection of probeDotLatencies(). */
 interface Probe {
-  socket: Socket | undefined;
-  c: Awaited<ReturnType<typeof open>> | undefined;
+  c: Connection | undefined;
   readonly dotMs: number[];
   failures: number;
   problem: string | undefined;
@@ -124,12 +125,13 @@ interface Probe {
  * 2-3x within seconds. A connection that fails is left with its problem; the others go on.
  */
 export async function probeDotLatencies(ports: readonly number[], messages: number, size: number, timeoutMs = 30_000): Promise<ProbeResult[]> {
-  const probes: Probe[] = ports.map(() => ({ socket: undefined, c: undefined, dotMs: [], failures: 0, problem: undefined }));
+  const probes: Probe[] = ports.map(() => ({ c: undefined, dotMs: [], failures: 0, problem: undefined }));
   const data = Buffer.from(body(size), 'latin1');
-  const attempt = async (p: Probe, step: (p: Probe & { c: NonNullable<Probe['c']> }) => Promise<void>): Promise<void> => {
+  /** One step on a probe's connection, unless it has failed already; a failure is its problem. */
+  const attempt = async (p: Probe, step: (c: Connection) => Promise<void>): Promise<void> => {
     if (p.problem !== undefined || p.c === undefined) return;
     try {
-      await step(p as Probe & { c: NonNullable<Probe['c']> });
+      await step(p.c);
     } catch (e) {
       p.problem = (e as Error).message;
     }
@@ -139,11 +141,10 @@ export async function probeDotLatencies(ports: readonly number[], messages: numb
       probes.map(async (p, k) => {
         try {
           p.c = await open(ports[k] as number, timeoutMs);
-          p.socket = p.c.socket;
         } catch (e) {
           p.problem = (e as Error).message;
         }
-        await attempt(p, async ({ c }) => {
+        await attempt(p, async (c) => {
           await c.expect(220, 'greeting');
           c.socket.write('EHLO bench.invalid\r\n');
           await c.expect(250, 'EHLO');
@@ -153,7 +154,7 @@ export async function probeDotLatencies(ports: readonly number[], messages: numb
     const reversed = [...probes].reverse();
     for (let i = 0; i < messages; i++) {
       for (const p of i % 2 === 0 ? probes : reversed) {
-        await attempt(p, async ({ c }) => {
+        await attempt(p, async (c) => {
           await transaction(c.socket, c.expect, data);
           const t0 = performance.now();
           c.socket.write('.\r\n');
@@ -165,13 +166,13 @@ export async function probeDotLatencies(ports: readonly number[], messages: numb
       }
     }
     for (const p of probes) {
-      await attempt(p, async ({ c }) => {
+      await attempt(p, async (c) => {
         c.socket.write('QUIT\r\n');
         await c.r.next(timeoutMs).catch(() => undefined);
       });
     }
   } finally {
-    for (const p of probes) p.socket?.destroy();
+    for (const p of probes) p.c?.socket.destroy();
   }
   return probes.map((p) => ({ dotMs: p.dotMs, failures: p.failures, problem: p.problem }));
 }
