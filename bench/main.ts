@@ -337,8 +337,9 @@ class Runner {
     const config = this.spec(label).kind === 'smtpsiftd' ? { ...s.config, ...s.ours } : s.config;
     const t = await this.fresh(s, label, s.upstream, config);
     if (t === undefined) return;
-    // The usual latency, in the same moments: a twin daemon that holds nothing.
-    const twin = t.daemon === undefined ? undefined : await this.fresh(s, label, s.upstream, config);
+    // The usual latency, in the same moments: a twin daemon that holds nothing (ours only,
+    // the daemon the bar judges: proxsmtpd's twin would die of the same handshakes).
+    const twin = this.spec(label).kind === 'smtpsiftd' ? await this.fresh(s, label, s.upstream, config) : undefined;
     try {
       const pid = t.daemon?.pid;
       const f = await measureIdle(t.port, t.daemon, { count, probeMessages: this.budget.idleProbeMessages, deadlineMs: this.budget.idleDeadlineMs, dir: this.targetOpts.dir, twinPort: twin?.port });
