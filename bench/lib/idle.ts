@@ -100,8 +100,8 @@ export interface IdleFigures {
 }
 
 const MESSAGE = 4 * 1024;
-/** Warm-up messages on each of 8 connections: enough for V8 to optimise the message path. */
-const WARM_UP = 25;
+/** Warm-up messages on each of 8 connections, a quarter of the probe's: 25 in a full run, enough for V8 to optimise the message path. */
+const warmUp = (o: IdleOptions): number => Math.max(5, Math.ceil(o.probeMessages / 4));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 /** Each handshake's time limit (greeting and EHLO). */
 const HANDSHAKE_MS = 5000;
@@ -142,12 +142,10 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
   // some: the probes before and while holding may each be served by any of them. The twin
   // gets the same handshakes first, then the same warm-up and the same probe, in turn, so
   // that it is as warm.
-  if (o.twinPort !== undefined) {
-    await handshakes(o.twinPort, o);
-    await sleep(1000);
-  }
-  const ports = [port, ...(o.twinPort === undefined ? [] : [o.twinPort])];
-  await Promise.all(ports.flatMap((p) => Array.from({ length: 8 }, () => probeDotLatency(p, WARM_UP, MESSAGE, 10_000))));
+  const warm = (p: number): Promise<unknown> => Promise.all(Array.from({ length: 8 }, () => probeDotLatency(p, warmUp(o), MESSAGE, 10_000)));
+  const twinPort = o.twinPort;
+  await Promise.all([warm(port), twinPort === undefined ? undefined : handshakes(twinPort, o).then(() => warm(twinPort))]);
+  const ports = [port, ...(twinPort === undefined ? [] : [twinPort])];
   const [before] = await probeDotLatencies(ports, o.probeMessages, MESSAGE, 10_000);
   // Let the probe's session end on the daemon's side before the baseline.
   await sleep(300);
@@ -171,7 +169,7 @@ export async function measureIdle(port: number, daemon: Started | undefined, o: 
     closed = true;
     await holder.next('closed', 10_000);
     // Let the daemon see them go.
-    await sleep(1000);
+    await sleep(500);
     const after = daemon === undefined || isRunning(daemon) ? await probeDotLatency(port, o.probeMessages, MESSAGE, 10_000) : undefined;
     return { opened, heldAfter, rssBeforeKb, rssHeldKb, daemonFds, daemonLimit, before: before as ProbeResult, during: during as ProbeResult, after, twin };
   } finally {
