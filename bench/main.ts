@@ -11,7 +11,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { bars, BUDGETS, METRICS, SCENARIOS, TARGETS, UPSTREAMS, type Budget, type Figures, type Mode, type Scenario, type UpstreamId } from './plan.js';
+import { bars, BUDGETS, FULL_ONLY, METRICS, SCENARIOS, TARGETS, UPSTREAMS, type Budget, type Figures, type Mode, type Scenario, type UpstreamId } from './plan.js';
 import { probeBurst } from './lib/burst.js';
 import { measureIdle } from './lib/idle.js';
 import { fdLimit, fmtLimit } from './lib/limits.js';
@@ -533,7 +533,9 @@ async function main(): Promise<number> {
   for (const f of [SMTP_SINK, SMTP_SOURCE, PROXSMTPD, SMTPSIFTD]) {
     if (!existsSync(f)) throw new Error(`missing ${f}${f === SMTPSIFTD ? ' (build with npx tsc -p .)' : ' (apt-get install postfix proxsmtp)'}`);
   }
-  const scenarios = SCENARIOS.filter((s) => opts.only === undefined || opts.only.has(s.id));
+  const scenarios = SCENARIOS.filter((s) => opts.only === undefined || opts.only.has(s.id)).map((s) =>
+    opts.mode === 'quick' ? { ...s, targets: s.targets.filter((l) => !FULL_ONLY.has(`${s.id}/${l}`)) } : s,
+  );
   const dir = mkdtempSync(join(tmpdir(), 'smtpsift-bench-'));
   const started = new Date();
   const t0 = performance.now();

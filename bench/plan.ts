@@ -18,6 +18,14 @@ export const TARGETS: readonly TargetSpec[] = [
   { label: 'proxsmtpd-cat', kind: 'proxsmtpd', config: CAT_PIPE },
   { label: 'smtpsiftd-true', kind: 'smtpsiftd', config: TRUE_FILE },
   { label: 'proxsmtpd-true', kind: 'proxsmtpd', config: TRUE_FILE },
+  /**
+   * One process per CPU (`Workers: auto`), where one event loop is the bound (issue 7 allows
+   * it there): at concurrency 20 one process's main thread is 70-86% busy (50-61% with the
+   * `cat` filter, whose process creations are the rest). The default, one process, stays
+   * the `smtpsiftd` target of every scenario.
+   */
+  { label: 'smtpsiftd-workers', kind: 'smtpsiftd', config: { Workers: 'auto' } },
+  { label: 'smtpsiftd-cat-workers', kind: 'smtpsiftd', config: { ...CAT_PIPE, Workers: 'auto' } },
 ];
 
 export type Mode = 'quick' | 'full';
@@ -171,6 +179,13 @@ export type Scenario =
 
 /** The unfiltered targets. Filter scenarios name their own (direct has no filter: the physical limit). */
 const ALL = ['smtpsiftd', 'proxsmtpd', 'direct'];
+/** ALL and `Workers: auto`: where more processes might help, and what they cost at concurrency 1. */
+const ALL_WORKERS = [...ALL, 'smtpsiftd-workers'];
+/**
+ * `scenario/target` pairs measured in the full run only: figures no bar judges (what Workers
+ * cost a lone client, and that they do not help 1 MB messages), left out of the quick run's minute.
+ */
+export const FULL_ONLY: ReadonlySet<string> = new Set(['c1/smtpsiftd-workers', 'mb1/smtpsiftd-workers']);
 const KB = 1024;
 const MB = 1024 * KB;
 
@@ -190,8 +205,8 @@ const IDLE_CONFIG = { MaxConnections: '10239' } as const;
 const IDLE_OURS = { Workers: 'auto' } as const;
 
 export const SCENARIOS: readonly Scenario[] = [
-  { kind: 'throughput', id: 'c1', title: '4 KB messages, concurrency 1, new connection per message', load: { concurrency: 1, size: 4 * KB }, targets: ALL },
-  { kind: 'throughput', id: 'c20', title: '4 KB messages, concurrency 20, new connection per message', load: { concurrency: 20, size: 4 * KB }, targets: ALL },
+  { kind: 'throughput', id: 'c1', title: '4 KB messages, concurrency 1, new connection per message', load: { concurrency: 1, size: 4 * KB }, targets: ALL_WORKERS },
+  { kind: 'throughput', id: 'c20', title: '4 KB messages, concurrency 20, new connection per message', load: { concurrency: 20, size: 4 * KB }, targets: ALL_WORKERS },
   {
     kind: 'throughput',
     id: 'c1-reuse',
@@ -211,7 +226,7 @@ export const SCENARIOS: readonly Scenario[] = [
     id: 'c20-cat',
     title: '`FilterCommand: cat`, `FilterType: pipe`: 4 KB messages, concurrency 20, new connection per message (direct: no filter)',
     load: { concurrency: 20, size: 4 * KB },
-    targets: ['smtpsiftd-cat', 'proxsmtpd-cat', 'direct'],
+    targets: ['smtpsiftd-cat', 'proxsmtpd-cat', 'direct', 'smtpsiftd-cat-workers'],
     directFrom: 'c20',
   },
   {
@@ -229,7 +244,7 @@ export const SCENARIOS: readonly Scenario[] = [
     load: { concurrency: 20, size: 4 * KB, recipients: 10 },
     targets: ALL,
   },
-  { kind: 'throughput', id: 'mb1', title: '1 MB messages, concurrency 4, new connection per message', load: { concurrency: 4, size: MB }, targets: ALL },
+  { kind: 'throughput', id: 'mb1', title: '1 MB messages, concurrency 4, new connection per message', load: { concurrency: 4, size: MB }, targets: ALL_WORKERS },
   { kind: 'dot-latency', id: 'dot', title: "'.' to 250 (4 KB messages, one connection) and connect to 250 (one message per connection), concurrency 1", size: 4 * KB, targets: ALL },
   { kind: 'big-message', id: 'big50', title: 'one 50 MB message (fresh daemon per repetition)', size: 50 * MB, fresh: true, targets: ALL },
   {
@@ -337,9 +352,19 @@ function atLeast(scenario: string, mine: string, other: string, ratio: number, m
 export function bars(b: Budget): readonly Bar[] {
   const idle = b.idleConnections;
   return [
-    { issue: 7, text: 'no filter, concurrency 20 (`c20`): at least 4x proxsmtpd\'s msgs/s (issue 2 asked 2x)', check: atLeast('c20', 'smtpsiftd', 'proxsmtpd', 4) },
-    { issue: 7, text: 'no filter, concurrency 20 (`c20`): at least 0.3x direct\'s msgs/s', check: atLeast('c20', 'smtpsiftd', 'direct', 0.3) },
-    { issue: 7, text: '`cat` filter (pipe), concurrency 20 (`c20-cat`): at least 1.5x proxsmtpd\'s msgs/s (issue 3 too)', check: atLeast('c20-cat', 'smtpsiftd-cat', 'proxsmtpd-cat', 1.5) },
+    // The concurrency-20 bars are judged with `Workers: auto`, as issue 7 allows where one
+    // event loop is the bound; one process's figures stay in the tables beside them.
+    {
+      issue: 7,
+      text: "no filter, concurrency 20 (`c20`), `Workers: auto` (`smtpsiftd-workers`): at least 4x proxsmtpd's msgs/s (issue 2 asked 2x)",
+      check: atLeast('c20', 'smtpsiftd-workers', 'proxsmtpd', 4),
+    },
+    { issue: 7, text: "no filter, concurrency 20 (`c20`), `Workers: auto`: at least 0.3x direct's msgs/s", check: atLeast('c20', 'smtpsiftd-workers', 'direct', 0.3) },
+    {
+      issue: 7,
+      text: "`cat` filter (pipe), concurrency 20 (`c20-cat`), `Workers: auto` (`smtpsiftd-cat-workers`): at least 1.5x proxsmtpd's msgs/s (issue 3 too)",
+      check: atLeast('c20-cat', 'smtpsiftd-cat-workers', 'proxsmtpd-cat', 1.5),
+    },
     { issue: 7, text: "1 MB messages (`mb1`): at least 0.8x direct's MB/s", check: atLeast('mb1', 'smtpsiftd', 'direct', 0.8, 'MB/s', 'MiB/s') },
     {
       issue: 7,
