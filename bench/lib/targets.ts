@@ -1,7 +1,8 @@
-// The three targets smtp-source is pointed at, all in front of the same smtp-sink:
-// smtpsiftd, the Debian proxsmtpd (same configuration syntax), and the sink itself
-// ("direct", the physical limit of this machine). A target may carry extra configuration
-// lines (e.g. a FilterCommand for issue 7), so one kind can appear as several targets.
+// The targets smtp-source is pointed at, all in front of the same smtp-sink: smtpsiftd,
+// the Debian proxsmtpd (same configuration syntax), the sink itself ("direct", the physical
+// limit of this machine), and a bare TCP relay in Node (lib/relay.ts: the floor of a Node
+// proxy here). A target may carry extra configuration lines (e.g. a FilterCommand for
+// issue 7), so one kind can appear as several targets.
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,8 +12,9 @@ import { freePort, isRunning, start, stop, waitForGreeting, type Started } from 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const SMTPSIFTD = join(REPO, 'dist/src/cli/smtpsiftd.js');
 export const PROXSMTPD = '/usr/sbin/proxsmtpd';
+const RELAY = join(REPO, 'dist/bench/lib/relay.js');
 
-export type Kind = 'smtpsiftd' | 'proxsmtpd' | 'direct';
+export type Kind = 'smtpsiftd' | 'proxsmtpd' | 'direct' | 'relay';
 
 export interface TargetSpec {
   /** Column name in the report, unique. */
@@ -70,7 +72,9 @@ export async function startTarget(spec: TargetSpec, sink: { readonly port: numbe
   const daemon =
     spec.kind === 'smtpsiftd'
       ? start(spec.label, process.execPath, [...opts.nodeFlags, SMTPSIFTD, '-d', '0', '-f', conf], logPath)
-      : start(spec.label, PROXSMTPD, ['-d', '0', '-f', conf], logPath);
+      : spec.kind === 'relay'
+        ? start(spec.label, process.execPath, [RELAY, String(port), String(sink.port)], logPath)
+        : start(spec.label, PROXSMTPD, ['-d', '0', '-f', conf], logPath);
   await waitForGreeting(port, daemon);
   return { spec, port, daemon, logPath };
 }
