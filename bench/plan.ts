@@ -20,12 +20,12 @@ export const TARGETS: readonly TargetSpec[] = [
   { label: 'proxsmtpd-true', kind: 'proxsmtpd', config: TRUE_FILE },
   /**
    * One process per CPU (`Workers: auto`), where one event loop is the bound (issue 7 allows
-   * it there): at concurrency 20 one process's main thread is 70-86% busy (50-61% with the
-   * `cat` filter, whose process creations are the rest). The default, one process, stays
-   * the `smtpsiftd` target of every scenario.
+   * it there): at concurrency 20 one process's main thread is 70-86% busy. The default, one
+   * process, stays the `smtpsiftd` target of every scenario. (With the `cat` filter the
+   * filter's process creations are the bound: Workers made no difference there, 276-290
+   * against 275-288 msg/s in three full runs.)
    */
   { label: 'smtpsiftd-workers', kind: 'smtpsiftd', config: { Workers: 'auto' } },
-  { label: 'smtpsiftd-cat-workers', kind: 'smtpsiftd', config: { ...CAT_PIPE, Workers: 'auto' } },
   /**
    * A bare TCP relay in Node (lib/relay.ts), no SMTP: the floor of any Node proxy on this
    * machine, beside smtpsiftd where the bars are nearest to it (latency, c20, 1 MB).
@@ -242,7 +242,7 @@ export const SCENARIOS: readonly Scenario[] = [
     id: 'c20-cat',
     title: '`FilterCommand: cat`, `FilterType: pipe`: 4 KB messages, concurrency 20, new connection per message (direct: no filter)',
     load: { concurrency: 20, size: 4 * KB },
-    targets: ['smtpsiftd-cat', 'proxsmtpd-cat', 'direct', 'smtpsiftd-cat-workers'],
+    targets: ['smtpsiftd-cat', 'proxsmtpd-cat', 'direct'],
     directFrom: 'c20',
   },
   {
@@ -368,19 +368,15 @@ function atLeast(scenario: string, mine: string, other: string, ratio: number, m
 export function bars(b: Budget): readonly Bar[] {
   const idle = b.idleConnections;
   return [
-    // The concurrency-20 bars are judged with `Workers: auto`, as issue 7 allows where one
-    // event loop is the bound; one process's figures stay in the tables beside them.
+    // The c20 bars are judged with `Workers: auto`, as issue 7 allows where one event loop is
+    // the bound; one process's figures stay in the table beside them.
     {
       issue: 7,
       text: "no filter, concurrency 20 (`c20`), `Workers: auto` (`smtpsiftd-workers`): at least 4x proxsmtpd's msgs/s (issue 2 asked 2x)",
       check: atLeast('c20', 'smtpsiftd-workers', 'proxsmtpd', 4),
     },
     { issue: 7, text: "no filter, concurrency 20 (`c20`), `Workers: auto`: at least 0.3x direct's msgs/s", check: atLeast('c20', 'smtpsiftd-workers', 'direct', 0.3) },
-    {
-      issue: 7,
-      text: "`cat` filter (pipe), concurrency 20 (`c20-cat`), `Workers: auto` (`smtpsiftd-cat-workers`): at least 1.5x proxsmtpd's msgs/s (issue 3 too)",
-      check: atLeast('c20-cat', 'smtpsiftd-cat-workers', 'proxsmtpd-cat', 1.5),
-    },
+    { issue: 7, text: '`cat` filter (pipe), concurrency 20 (`c20-cat`): at least 1.5x proxsmtpd\'s msgs/s (issue 3 too)', check: atLeast('c20-cat', 'smtpsiftd-cat', 'proxsmtpd-cat', 1.5) },
     { issue: 7, text: "1 MB messages (`mb1`): at least 0.8x direct's MB/s", check: atLeast('mb1', 'smtpsiftd', 'direct', 0.8, 'MB/s', 'MiB/s') },
     {
       issue: 7,

@@ -66,15 +66,19 @@ export async function startTarget(spec: TargetSpec, sink: { readonly port: numbe
   const tmp = join(dir, 'tmp');
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
   const port = await freePort();
-  const conf = join(dir, `${spec.kind}.conf`);
-  writeFileSync(conf, configText(port, sink.port, tmp, { ...spec.config, ...extra }));
   const logPath = join(dir, 'daemon.log');
+  /** The daemons' configuration file (the relay has none). */
+  const conf = (): string => {
+    const path = join(dir, `${spec.kind}.conf`);
+    writeFileSync(path, configText(port, sink.port, tmp, { ...spec.config, ...extra }));
+    return path;
+  };
   const daemon =
-    spec.kind === 'smtpsiftd'
-      ? start(spec.label, process.execPath, [...opts.nodeFlags, SMTPSIFTD, '-d', '0', '-f', conf], logPath)
-      : spec.kind === 'relay'
-        ? start(spec.label, process.execPath, [RELAY, String(port), String(sink.port)], logPath)
-        : start(spec.label, PROXSMTPD, ['-d', '0', '-f', conf], logPath);
+    spec.kind === 'relay'
+      ? start(spec.label, process.execPath, [RELAY, String(port), String(sink.port)], logPath)
+      : spec.kind === 'smtpsiftd'
+        ? start(spec.label, process.execPath, [...opts.nodeFlags, SMTPSIFTD, '-d', '0', '-f', conf()], logPath)
+        : start(spec.label, PROXSMTPD, ['-d', '0', '-f', conf()], logPath);
   await waitForGreeting(port, daemon);
   return { spec, port, daemon, logPath };
 }
