@@ -63,12 +63,13 @@ export async function startTarget(spec: TargetSpec, sink: { readonly port: numbe
   if (spec.kind === 'direct') return { spec, port: sink.port, daemon: undefined, logPath: undefined };
   const n = ++serial;
   const dir = join(opts.dir, `${spec.label}-${n}`);
-  const tmp = join(dir, 'tmp');
-  mkdirSync(tmp, { recursive: true, mode: 0o700 });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
   const port = await freePort();
   const logPath = join(dir, 'daemon.log');
-  /** The daemons' configuration file (the relay has none). */
+  /** The daemons' configuration file and TempDirectory (the relay has neither). */
   const conf = (): string => {
+    const tmp = join(dir, 'tmp');
+    mkdirSync(tmp, { mode: 0o700 });
     const path = join(dir, `${spec.kind}.conf`);
     writeFileSync(path, configText(port, sink.port, tmp, { ...spec.config, ...extra }));
     return path;
