@@ -2,8 +2,9 @@
 // against smtpsiftd, the Debian proxsmtpd and the upstream itself (direct), in one run;
 // every target of a scenario in front of the same upstream (smtp-sink, a slow smtp-sink,
 // or our own sink for the idle connections).
-// Targets are interleaved within each repetition (rotating who goes first), so a slow
-// spell of the machine hits all of them; figures are medians with min-max.
+// Targets are interleaved within each repetition (rotating who goes first; the latency
+// probes take them in turn message by message), so a slow spell of the machine hits all
+// of them; figures are medians with min-max, beside the CPU steal of their moments.
 //
 // Run through bench/run (it builds first). Not a test: nothing here is named like one,
 // and `node --test dist/test/` never looks in dist/bench/.
@@ -11,14 +12,15 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { bars, BUDGETS, FULL_ONLY, METRICS, SCENARIOS, TARGETS, UPSTREAMS, type Budget, type Figures, type Mode, type Scenario, type UpstreamId } from './plan.js';
+import { bars, BUDGETS, FULL_ONLY, METRICS, SCENARIOS, STEAL, TARGETS, UPSTREAMS, type Budget, type Figures, type Mode, type Scenario, type UpstreamId } from './plan.js';
 import { probeBurst } from './lib/burst.js';
 import { measureIdle } from './lib/idle.js';
 import { fdLimit, fmtLimit } from './lib/limits.js';
 import { RssSampler } from './lib/memory.js';
 import { NodeSink } from './lib/node-sink.js';
 import { killAllNow, run, stopAll } from './lib/processes.js';
-import { probeDotLatency, probeSessionLatency } from './lib/probe.js';
+import { cpuTimes, stealPercent } from './lib/cpu.js';
+import { probeDotLatencies, probeSessionLatencies, probeSessionLatency } from './lib/probe.js';
 import { Sink, SMTP_SINK } from './lib/sink.js';
 import { runSource, SMTP_SOURCE } from './lib/source.js';
 import { fmt, fmtSummary, summarize } from './lib/stats.js';
@@ -229,12 +231,29 @@ class Runner {
     say(`  ${s.id} ${label}: calibration ${fmt(first.perSecond)}${second === first ? '' : `, ${fmt(second.perSecond)}`} msg/s -> ${n} messages per run`);
   }
 
-  async measure(s: Scenario, label: string, rep: number): Promise<void> {
+  /**
+   * One repetition of a scenario for `labels`, each in turn (rotated by the caller), or all
+   * in the same moments where the probe takes them in turn itself (latency). Each records
+   * the CPU steal of its own moments.
+   */
+  async measure(s: Scenario, labels: readonly string[], rep: number): Promise<void> {
+    if (s.kind === 'dot-latency') return this.guarded(s, labels.join(', '), () => this.withSteal(s, labels, () => this.latency(s, labels, rep)));
+    for (const label of labels) await this.guarded(s, label, () => this.withSteal(s, [label], () => this.measureOne(s, label, rep)));
+  }
+
+  private async withSteal(s: Scenario, labels: readonly string[], f: () => Promise<void>): Promise<void> {
+    const before = cpuTimes();
+    await f();
+    const steal = stealPercent(before, cpuTimes());
+    if (steal !== undefined) for (const label of labels) this.results.add(s.id, label, STEAL, steal);
+  }
+
+  private async measureOne(s: Scenario, label: string, rep: number): Promise<void> {
     switch (s.kind) {
       case 'throughput':
         return this.throughput(s, label, rep);
       case 'dot-latency':
-        return this.latency(s, label, rep);
+        return this.latency(s, [label], rep);
       case 'big-message':
         return this.bigMessage(s, label, rep);
       case 'burst':
@@ -257,25 +276,35 @@ class Runner {
     say(`  ${s.id} ${label} rep ${rep}: ${n} msgs in ${r.seconds.toFixed(2)} s = ${fmt(r.perSecond)} msg/s${r.ok ? '' : ' (FAILED)'}`);
   }
 
-  private async latency(s: Scenario & { kind: 'dot-latency' }, label: string, rep: number): Promise<void> {
-    const t = await this.target(label, 'sink');
-    const r = await probeDotLatency(t.port, this.budget.probeMessages, s.size);
-    if (r.problem !== undefined || r.failures > 0) this.problem(s, label, `rep ${rep}: ${r.problem ?? `${r.failures} messages not accepted`}`);
-    const all = summarize(r.dotMs);
-    if (all !== undefined) {
-      const sorted = [...r.dotMs].sort((a, b) => a - b);
-      const p90 = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))] as number;
-      this.results.add(s.id, label, "'.'->250 median", all.median);
-      this.results.add(s.id, label, "'.'->250 p90", p90);
-      say(`  ${s.id} ${label} rep ${rep}: '.'->250 median ${all.median.toFixed(3)} ms, p90 ${p90.toFixed(3)} ms over ${r.dotMs.length} messages`);
-    }
-    const c = await probeSessionLatency(t.port, this.budget.probeSessions, s.size);
-    if (c.failures > 0) this.problem(s, label, `rep ${rep}: ${c.failures} of ${this.budget.probeSessions} one-message sessions failed, e.g. ${c.problem ?? '?'}`);
-    const m = median(c.sessionMs);
-    if (m !== undefined) {
-      this.results.add(s.id, label, 'connect->250 median', m);
-      say(`  ${s.id} ${label} rep ${rep}: connect->250 median ${m.toFixed(3)} ms over ${c.sessionMs.length} sessions`);
-    }
+  /**
+   * '.'->250 and connect->250 of every target in the same moments: the probes take one
+   * message, then one session, from each target in turn (this VM's latency drifts 3-4x
+   * within seconds, with the host's steal), so no target's figures come from a luckier spell.
+   */
+  private async latency(s: Scenario & { kind: 'dot-latency' }, labels: readonly string[], rep: number): Promise<void> {
+    const ports: number[] = [];
+    for (const label of labels) ports.push((await this.target(label, 'sink')).port);
+    const dots = await probeDotLatencies(ports, this.budget.probeMessages, s.size);
+    const sessions = await probeSessionLatencies(ports, this.budget.probeSessions, s.size);
+    labels.forEach((label, k) => {
+      const r = dots[k] as (typeof dots)[number];
+      if (r.problem !== undefined || r.failures > 0) this.problem(s, label, `rep ${rep}: ${r.problem ?? `${r.failures} messages not accepted`}`);
+      const all = summarize(r.dotMs);
+      if (all !== undefined) {
+        const sorted = [...r.dotMs].sort((a, b) => a - b);
+        const p90 = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * 0.9))] as number;
+        this.results.add(s.id, label, "'.'->250 median", all.median);
+        this.results.add(s.id, label, "'.'->250 p90", p90);
+        say(`  ${s.id} ${label} rep ${rep}: '.'->250 median ${all.median.toFixed(3)} ms, p90 ${p90.toFixed(3)} ms over ${r.dotMs.length} messages`);
+      }
+      const c = sessions[k] as (typeof sessions)[number];
+      if (c.failures > 0) this.problem(s, label, `rep ${rep}: ${c.failures} of ${this.budget.probeSessions} one-message sessions failed, e.g. ${c.problem ?? '?'}`);
+      const m = median(c.sessionMs);
+      if (m !== undefined) {
+        this.results.add(s.id, label, 'connect->250 median', m);
+        say(`  ${s.id} ${label} rep ${rep}: connect->250 median ${m.toFixed(3)} ms over ${c.sessionMs.length} sessions`);
+      }
+    });
   }
 
   private async bigMessage(s: Scenario & { kind: 'big-message' }, label: string, rep: number): Promise<void> {
@@ -466,6 +495,7 @@ function report(r: Results, scenarios: readonly Scenario[], header: string[], pa
     out.push(`### ${s.title}`, '');
     const cols = ['target', ...metrics.map((m) => `${m.name} (${m.unit})`), `÷ proxsmtpd`, `÷ direct`];
     if (s.kind === 'throughput') cols.push('msgs per run');
+    cols.push(`${STEAL} (%)`);
     out.push(`| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`);
     // The ratio columns divide by this scenario's proxsmtpd and direct targets (whatever
     // their labels, e.g. proxsmtpd-cat in a filter scenario).
@@ -480,6 +510,7 @@ function report(r: Results, scenarios: readonly Scenario[], header: string[], pa
       const name = from === s.id ? label : `${label} (no filter: the \`${from}\` figures)`;
       const cells = [name, ...metrics.map((m) => fmtSummary(summarize(r.values(from, label, m.name)))), ratio(ofKind('proxsmtpd')), ratio(ofKind('direct'))];
       if (s.kind === 'throughput') cells.push(String(r.counts.get(`${from}/${label}`) ?? ''));
+      cells.push(fmtSummary(summarize(r.values(from, label, STEAL))));
       out.push(`| ${cells.join(' | ')} |`);
     }
     out.push('');
@@ -555,7 +586,7 @@ async function main(): Promise<number> {
         // Rotate the order of the targets from one repetition to the next.
         const targets = measured(s, scenarios);
         const k = (rep - 1) % targets.length;
-        for (const label of [...targets.slice(k), ...targets.slice(0, k)]) await runner.guarded(s, label, () => runner.measure(s, label, rep));
+        await runner.measure(s, [...targets.slice(k), ...targets.slice(0, k)], rep);
       }
     }
   } finally {

@@ -191,31 +191,50 @@ export interface SessionProbeResult {
  * from the connect() call. QUIT and its reply follow, untimed, before the next session.
  */
 export async function probeSessionLatency(port: number, sessions: number, size: number, timeoutMs = 30_000): Promise<SessionProbeResult> {
-  const sessionMs: number[] = [];
-  let failures = 0;
-  let problem: string | undefined;
+  return (await probeSessionLatencies([port], sessions, size, timeoutMs))[0] as SessionProbeResult;
+}
+
+/**
+ * The connect->250 probe on each of `ports`, their sessions taken in turn as in
+ * probeDotLatencies(), so that every port is timed in the same moments.
+ */
+export async function probeSessionLatencies(ports: readonly number[], sessions: number, size: number, timeoutMs = 30_000): Promise<SessionProbeResult[]> {
+  const results = ports.map(() => ({ sessionMs: [] as number[], failures: 0, problem: undefined as string | undefined }));
   const data = Buffer.from(body(size), 'latin1');
+  const order = ports.map((_, k) => k);
+  const reversed = [...order].reverse();
   for (let i = 0; i < sessions; i++) {
-    let socket: Socket | undefined;
-    try {
-      const t0 = performance.now();
-      const c = await open(port, timeoutMs);
-      socket = c.socket;
-      await c.expect(220, 'greeting');
-      socket.write('EHLO bench.invalid\r\n');
-      await c.expect(250, 'EHLO');
-      await transaction(socket, c.expect, data);
-      socket.write('.\r\n');
-      await c.expect(250, "'.'");
-      sessionMs.push(performance.now() - t0);
-      socket.write('QUIT\r\n');
-      await c.r.next(timeoutMs).catch(() => undefined);
-    } catch (e) {
-      failures++;
-      problem ??= (e as Error).message;
-    } finally {
-      socket?.destroy();
+    for (const k of i % 2 === 0 ? order : reversed) {
+      const r = results[k] as (typeof results)[number];
+      try {
+        r.sessionMs.push(await oneSession(ports[k] as number, data, timeoutMs));
+      } catch (e) {
+        r.failures++;
+        r.problem ??= (e as Error).message;
+      }
     }
   }
-  return { sessionMs, failures, problem };
+  return results;
+}
+
+/** One timed one-message session (see probeSessionLatency): its milliseconds. */
+async function oneSession(port: number, data: Buffer, timeoutMs: number): Promise<number> {
+  let socket: Socket | undefined;
+  try {
+    const t0 = performance.now();
+    const c = await open(port, timeoutMs);
+    socket = c.socket;
+    await c.expect(220, 'greeting');
+    socket.write('EHLO bench.invalid\r\n');
+    await c.expect(250, 'EHLO');
+    await transaction(socket, c.expect, data);
+    socket.write('.\r\n');
+    await c.expect(250, "'.'");
+    const ms = performance.now() - t0;
+    socket.write('QUIT\r\n');
+    await c.r.next(timeoutMs).catch(() => undefined);
+    return ms;
+  } finally {
+    socket?.destroy();
+  }
 }
