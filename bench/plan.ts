@@ -299,13 +299,13 @@ export const SCENARIOS: readonly Scenario[] = [
   },
 ];
 
-/** Metrics each kind of scenario reports: name, unit, and whether more is better. */
 /**
  * The metric every measurement also records: the percentage of the machine's CPU time the
  * host took while it ran (lib/cpu.ts). Shown in every table and beside the bars' figures.
  */
 export const STEAL = 'CPU steal';
 
+/** Metrics each kind of scenario reports: name, unit, and whether more is better. */
 export const METRICS = {
   throughput: [
     { name: 'msgs/s', unit: 'msg/s', higherIsBetter: true },
