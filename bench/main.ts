@@ -284,7 +284,7 @@ class Runner {
 
   /**
    * '.'->250 and connect->250 of `labels` in the same moments: the probes take one message,
-   * then one session, from each in turn (this VM's latency drifts 3-4x within seconds, with
+   * then one session, from each in turn (this VM's latency drifts 2-4x within seconds, with
    * the host's steal), so that none of them has its figures from a luckier spell.
    */
   private async latency(s: Scenario & { kind: 'dot-latency' }, labels: readonly string[], rep: number): Promise<void> {

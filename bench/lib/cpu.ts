@@ -1,7 +1,7 @@
 // The machine's CPU time from /proc/stat, for the one condition the benchmark cannot set: on
 // a virtual machine the host gives some of the vCPUs' time to others ("steal"). Every hop of
 // a message between processes is a wake-up on a vCPU, and on this VM the latencies of every
-// target, direct included, rose 3-4x while steal went from under 10% to over 30%. Each
+// target, direct included, rose 2-4x while steal went from under 10% to over 30%. Each
 // measurement records the steal of its moments, so that a figure can be read with it.
 
 import { readFileSync } from 'node:fs';
