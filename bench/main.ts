@@ -128,7 +128,7 @@ const MB = 1024 * 1024;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const median = (v: readonly number[]): number | undefined => summarize(v)?.median;
 
-const isProxsmtpd = (label: string): boolean => TARGETS.find((t) => t.label === label)?.kind === 'proxsmtpd';
+const kindOf = (label: string): TargetSpec['kind'] | undefined => TARGETS.find((t) => t.label === label)?.kind;
 
 class Runner {
   /** Long-running daemons, by target label and upstream. */
@@ -241,7 +241,7 @@ class Runner {
   async measure(s: Scenario, labels: readonly string[], rep: number): Promise<void> {
     // proxsmtpd stalls ~44 ms on every '.': taken in turn with the others, it would put that
     // much idle time before every message of theirs. It is probed on its own.
-    const groups = s.kind === 'dot-latency' ? [labels.filter((l) => !isProxsmtpd(l)), labels.filter(isProxsmtpd)] : labels.map((l) => [l]);
+    const groups = s.kind === 'dot-latency' ? [labels.filter((l) => kindOf(l) !== 'proxsmtpd'), labels.filter((l) => kindOf(l) === 'proxsmtpd')] : labels.map((l) => [l]);
     for (const group of groups) {
       if (group.length > 0) await this.guarded(s, group.join(', '), () => this.withSteal(s, group, () => this.measureGroup(s, group, rep)));
     }
@@ -505,7 +505,7 @@ function report(r: Results, scenarios: readonly Scenario[], header: string[], pa
     out.push(`| ${cols.join(' | ')} |`, `|${cols.map(() => '---').join('|')}|`);
     // The ratio columns divide by this scenario's proxsmtpd and direct targets (whatever
     // their labels, e.g. proxsmtpd-cat in a filter scenario).
-    const ofKind = (kind: string): string | undefined => s.targets.find((l) => TARGETS.find((t) => t.label === l)?.kind === kind);
+    const ofKind = (kind: string): string | undefined => s.targets.find((l) => kindOf(l) === kind);
     for (const label of s.targets) {
       const from = source(s, label, scenarios);
       const me = r.median(from, label, primary);
@@ -612,9 +612,9 @@ async function main(): Promise<number> {
         ? `${budget.runSeconds} s per smtp-source run (message count set by a calibration run per target, which is also a warm-up), `
         : 'smtp-source runs of 2x the concurrency in messages, at least 20 (no calibration), ') +
       'every long-running daemon warmed up with 5 one-message sessions, ' +
-      `'.'->250 over ${budget.probeMessages} messages on one connection and connect->250 over ${budget.probeSessions} one-message sessions per repetition; ` +
+      `'.'->250 over ${budget.probeMessages} messages on one connection and connect->250 over ${budget.probeSessions} one-message sessions per repetition, smtpsiftd, direct and the relay taken in turn message by message and session by session (proxsmtpd on its own); ` +
       `the scenarios with a fresh daemon per repetition (50 MB, burst, idle) ${budget.heavyReps}x; peak RSS polled every 5 ms over the daemon and its children, and the kernel's VmHWM. ` +
-      'Figures: median (min-max) over repetitions; ratios are of medians.',
+      'Figures: median (min-max) over repetitions; ratios are of medians; CPU steal: the share of the machine\'s CPU time the host took during each measurement (/proc/stat).',
     ...scaledDown(opts.mode).map((m) => `- ${m}`),
     `- upstreams: ${runner.describeUpstreams().join('; ')}`,
     `- descriptor limit (RLIMIT_NOFILE) of the benchmark and of every process it starts: ${fmtLimit(limit)}` +

@@ -360,7 +360,7 @@ export interface Bar {
 
 const x = (a: number, b: number): string => `${(a / b).toFixed(2)}x`;
 
-/** ", CPU steal N%": the median steal of smtpsiftd's measurements in a scenario, if known. */
+/** ", CPU steal N%": the median steal of `target`'s measurements in a scenario, if known. */
 function steal(f: Figures, scenario: string, target: string): string {
   const v = f.median(scenario, target, STEAL);
   return v === undefined ? '' : `, CPU steal ${v.toFixed(0)}%`;
