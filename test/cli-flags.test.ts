@@ -144,6 +144,7 @@ test('smtpsift check -f FILE prints the effective configuration, exit 0', async 
         '#Header:',
         'ServerName: mx.example',
         'Pipelining: on',
+        'CutThrough: off',
         'LogType: nolog',
         '#LogFile:',
         '#CounterDatabase:',

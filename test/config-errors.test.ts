@@ -49,9 +49,10 @@ test('bad numbers: MaxConnections 0, TimeOut x, KeepAlives -1, FilterTimeout 0',
   await oneError(`${OUT}\nFilterTimeout: 0\n`, 2, 'FilterTimeout:', /out of range/);
 });
 
-test('bad booleans: XClient, Pipelining', async () => {
+test('bad booleans: XClient, Pipelining, CutThrough', async () => {
   await oneError(`${OUT}\nXClient: maybe\n`, 2, 'XClient:', /'maybe' is not a boolean; use on\/off, yes\/no, true\/false or 1\/0/);
   await oneError(`${OUT}\n\nPipelining: enabled\n`, 3, 'Pipelining:', /not a boolean/);
+  await oneError(`${OUT}\nCutThrough: fast\n`, 2, 'CutThrough:', /'fast' is not a boolean/);
 });
 
 test('bad enumerations: TransparentProxy, FilterType, Skip', async () => {

@@ -120,8 +120,8 @@ test('smtpsift check: every option with its default (proxsmtpd defaults, ServerN
         'FilterCommand', 'FilterReject', 'FilterTimeout', 'FilterType', 'Header', 'KeepAlives', 'Listen',
         'MaxConnections', 'OutAddress', 'PidFile', 'Pipelining', 'ServerName', 'Skip', 'TempDirectory',
         'TimeOut', 'TransparentProxy', 'User', 'XClient',
-        // Workers (issue 7).
-        'Workers',
+        // Workers and CutThrough (issue 7).
+        'Workers', 'CutThrough',
         // Accounting (issue 6).
         'LogType', 'LogFile', 'CounterDatabase', 'SyslogSocket', 'LogFormat', 'LogDateFormat',
       ].sort(),
@@ -133,6 +133,7 @@ test('smtpsift check: every option with its default (proxsmtpd defaults, ServerN
     assert.equal(shown.get('OutAddress'), '127.0.0.1:2525');
     assert.equal(shown.get('ServerName'), 'smtp.passthru');
     assert.equal(shown.get('Pipelining'), 'on');
+    assert.equal(shown.get('CutThrough'), 'off');
     for (const unset of ['User', 'Skip', 'FilterCommand', 'PidFile', 'Header']) assert.equal(shown.get(unset), '', unset);
   } finally {
     conf.remove();

@@ -289,6 +289,18 @@ export const SCHEMA = {
       'commands are handled correctly either way.',
     parse: boolean,
   }),
+  cutThrough: row<boolean>({
+    name: 'CutThrough',
+    defaultText: 'off',
+    arg: 'on|off',
+    doc:
+      'on: mail that no filter reads (no FilterCommand, or a client let through by Skip) is ' +
+      'relayed as it arrives: DATA goes upstream at once, the client gets the upstream\'s own ' +
+      '354, and nothing is written to TempDirectory. A message the client or the upstream ' +
+      'leaves unfinished is never ended upstream. off: the whole message is received first, as ' +
+      'proxsmtpd does. See DATA in smtpsiftd(8).',
+    parse: boolean,
+  }),
   routeType: row<RouteType | undefined>({
     name: 'RouteType',
     aliases: ['dbtype'],

@@ -6,7 +6,8 @@ import { hideInitialResponse, pathOf, xclientAddr, xforwardAttributes } from '..
 import { rewriteHelo } from '../smtp/ehlo.js';
 import { isSuccess, reply } from '../smtp/reply.js';
 import { rejection } from '../filter/verdict.js';
-import { receiveMessage, skipsFilter } from './data.js';
+import { receiveMessage } from './data.js';
+import { skipsFilter } from './message.js';
 import type { Outcome, Session } from './session.js';
 
 export type Handler = (s: Session, text: string, raw: string) => Promise<Outcome>;
