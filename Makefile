@@ -15,7 +15,7 @@ node_modules/.installed: package.json package-lock.json
 	@touch $@
 
 # The native addon is built by npm ci; again when its source changes.
-build/Release/smtpsift.node: native/smtpsift.c binding.gyp node_modules/.installed
+build/Release/smtpsift.node: $(wildcard native/*.c native/*.h) binding.gyp node_modules/.installed
 	npm run install
 
 build: node_modules/.installed build/Release/smtpsift.node

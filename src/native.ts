@@ -30,6 +30,8 @@ interface Addon {
   limitCaps(caps: readonly number[]): void;
   /** SMTP dot-stuffing and CRLF endings (native/dot.c): returns the bytes written to `output`. */
   dotEncode(input: Buffer, output: Buffer, state: Int32Array): number;
+  /** Buffer.indexOf('\r\n.', from), without stopping at every CR (native/dot.c). */
+  findCrlfDot(input: Buffer, from: number): number;
   /** getrlimit(RLIMIT_NOFILE); RLIM_INFINITY is Infinity. */
   getNofile(): FileLimit;
   /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */
