@@ -1,6 +1,7 @@
 // DATA: receive the message into the spool (354 is ours), then hand it to the upstream
-// and give the client the upstream's final reply (or, CutThrough on, cut-through.ts). The client's data is always read to its
-// CRLF.CRLF, whatever fails meanwhile, so no body line is ever taken for a command.
+// and give the client the upstream's final reply (with CutThrough on, unfiltered mail goes
+// through cut-through.ts instead). The client's data is always read to its CRLF.CRLF,
+// whatever fails meanwhile, so no body line is ever taken for a command.
 
 import { rmSync } from 'node:fs';
 import { SiftError } from '../errors.js';
