@@ -2,15 +2,14 @@
 // client's data, whether a filter reads it, the Header for it, and its log line and
 // accounting event.
 
-import type { Reply } from '../smtp/reply.js';
-import { Level, q } from '../log/logger.js';
-import { expandHeader } from '../filter/header.js';
-import type { Verdict } from '../filter/verdict.js';
-import { summary } from '../smtp/reply.js';
 import { messageEvent, type MessageStatus } from '../accounting/event.js';
 import { SiftError } from '../errors.js';
+import { expandHeader } from '../filter/header.js';
+import type { Verdict } from '../filter/verdict.js';
+import { Level, q } from '../log/logger.js';
 import { received } from '../net/garbage.js';
 import { DotDecoder, type Decoded } from '../smtp/dot.js';
+import { summary, type Reply } from '../smtp/reply.js';
 import { ClientGone, type Session } from './session.js';
 
 /**
@@ -26,7 +25,10 @@ export async function* clientData(s: Session): AsyncGenerator<Decoded> {
     received(chunk.length);
     const d = decoder.feed(chunk);
     yield d;
-    if (d.done) return s.reader.unshift(chunk.subarray(d.used));
+    if (d.done) {
+      s.reader.unshift(chunk.subarray(d.used));
+      return;
+    }
   }
 }
 
