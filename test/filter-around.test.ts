@@ -271,6 +271,27 @@ test('Skip: authenticated with FilterType reject: the authenticated client is le
   );
 });
 
+test('Skip: authenticated with CutThrough on: the authenticated client\'s mail is relayed as it arrives (the upstream\'s 354), unfiltered, no Header; others are filtered', T, async () => {
+  await withAuthRelay(
+    true,
+    async ({ session, up }, ran) => {
+      const other = await session();
+      // Not authenticated: received whole for the filter (our 354), which refuses it.
+      assert.equal(await sendMessage(other, 'a@example.org', ['b@example.net'], PLAIN_MSG), '554 5.7.1 filtered\r\n');
+      assert.equal(ran(), true);
+      const c = await session();
+      assert.equal(await c.command(`AUTH PLAIN ${PLAIN_GOOD}`), '235 2.7.0 Authentication successful\r\n');
+      assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);
+      assert.match(await c.command('RCPT TO:<b@example.net>'), /^250 /);
+      assert.equal(await c.command('DATA'), '354 End data with <CR><LF>.<CR><LF>\r\n');
+      c.send(`${PLAIN_MSG}.\r\n`);
+      assert.equal(await c.reply(), '250 2.0.0 Ok: queued as Q1\r\n');
+      assert.deepEqual(up.messages.map((m) => m.toString('latin1')), [PLAIN_MSG]);
+    },
+    { CutThrough: 'on' },
+  );
+});
+
 /** Stuffs CRLF lines as an upstream must receive them: a line starting with a dot gets one more. */
 const stuff = (crlf: string): string => crlf.replace(/(^|\r\n)\./g, '$1..');
 
