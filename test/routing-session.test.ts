@@ -133,6 +133,34 @@ test('the upstream connection is reused for the next transaction to the same lis
   });
 });
 
+test('CutThrough on in routed mode: each message is cut through to its domain\'s upstream (its own 354); a refused DATA leaves the transaction open until RSET', T, async () => {
+  let dataSeen = 0;
+  await withRouted(
+    {
+      routes: (at) => `a.test ${at(0)}\nb.test ${at(1)}\n`,
+      upstreams: [{ respond: (l) => (/^DATA/i.test(l) && ++dataSeen === 2 ? '554 5.7.1 no thanks' : null) }, {}, {}],
+      config: (_at, dir) => ({ RouteType: 'file', RouteDatabase: `${dir}/routes`, CutThrough: 'on' }),
+    },
+    async ({ ups, session }) => {
+      const c = await session();
+      for (const domain of ['a.test', 'b.test']) {
+        assert.equal(await c.command('MAIL FROM:<s@example.org>'), '250 2.1.0 Ok\r\n');
+        assert.equal(await c.command(`RCPT TO:<x@${domain}>`), '250 2.1.5 Ok\r\n');
+        assert.equal(await c.command('DATA'), '354 End data with <CR><LF>.<CR><LF>\r\n');
+        c.send(`Subject: ${domain}\r\n\r\nbody\r\n.\r\n`);
+        assert.match(await c.reply(), /^250 2\.0\.0 Ok: queued as Q1\r\n$/);
+      }
+      assert.equal(await c.command('MAIL FROM:<s@example.org>'), '250 2.1.0 Ok\r\n');
+      assert.equal(await c.command('RCPT TO:<y@a.test>'), '250 2.1.5 Ok\r\n');
+      assert.equal(await c.command('DATA'), '554 5.7.1 no thanks\r\n');
+      assert.equal(await c.command('RSET'), '250 2.0.0 Ok\r\n');
+      assert.deepEqual(ups[0]?.messages.map((m) => m.toString()), ['Subject: a.test\r\n\r\nbody\r\n']);
+      assert.deepEqual(ups[1]?.messages.map((m) => m.toString()), ['Subject: b.test\r\n\r\nbody\r\n']);
+      assert.deepEqual(verbs(ups[0]?.commands ?? []).slice(-5), ['XFORWARD', 'MAIL', 'RCPT', 'DATA', 'RSET']);
+    },
+  );
+});
+
 test("the upstream's refusal of MAIL is the RCPT's reply, verbatim; no XFORWARD when not offered", T, async () => {
   await withRouted(
     {
