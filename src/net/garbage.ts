@@ -1,17 +1,16 @@
 // Received bytes are garbage soon after: each read of a socket or pipe is a new buffer
-// (Node allocates one per read), passed to the spool (or scanned for a filter's last
-// stderr line) and then dropped. V8 frees such buffers only at a
-// garbage collection, and a large transfer allocates so little JavaScript that none comes
-// for tens of megabytes: a 50 MB message left ~30 MB of dead read buffers in the daemon's
-// resident memory at its peak (issue 7: peak RSS under 100 MB). So after every
-// COLLECT_EVERY bytes received, in the whole process, the young generation is
-// collected (a scavenge: about a millisecond, and these buffers are young), and once such
-// transfers pause, glibc gives the pages so freed back (malloc_trim: its heaps keep free
-// pages in their middle). That
-// bounds what a message of any size leaves behind: measured on a 50 MB message, the peak
-// over the daemon's resident memory before it went from +33 MB to +9 MB on a fresh daemon;
-// after a load of 3,000 small and 200 1 MB messages, the daemon's resident memory went
-// from 103-104 MB to 77-81 MB (74 MB a second after the load, with the trim put off).
+// (Node allocates one per read), passed to the spool (or scanned for a filter's last stderr
+// line) and then dropped. V8 frees such buffers only at a garbage collection, and a large
+// transfer allocates so little JavaScript that none comes for tens of megabytes: a 50 MB
+// message left ~30 MB of dead read buffers in the daemon's resident memory at its peak
+// (issue 7: peak RSS under 100 MB). So after every COLLECT_EVERY bytes received, in the
+// whole process, the young generation is collected (a scavenge: about a millisecond, and
+// these buffers are young), and once such transfers pause, glibc gives the pages so freed
+// back (malloc_trim: its heaps keep free pages in their middle). That bounds what a message
+// of any size leaves behind: measured on a 50 MB message, the peak over the daemon's
+// resident memory before it went from +33 MB to +9 MB on a fresh daemon; after a load of
+// 3,000 small and 200 1 MB messages, the daemon's resident memory went from 103-104 MB to
+// 77-81 MB (74 MB a second after the load, with the trim put off).
 
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
