@@ -24,8 +24,7 @@
 #include <emmintrin.h>
 #endif
 
-#define LINE_START 1
-#define PENDING_CR 2
+#include "addon.h"
 
 /* The first CR or LF at or after i, or len. */
 static size_t line_break(const unsigned char *p, size_t i, size_t len) {
@@ -43,7 +42,7 @@ static size_t line_break(const unsigned char *p, size_t i, size_t len) {
 }
 
 /* The first CR LF '.' at or after i, or -1. */
-static ptrdiff_t crlf_dot(const unsigned char *p, size_t i, size_t len) {
+ptrdiff_t dot_crlf_dot(const unsigned char *p, size_t i, size_t len) {
 #ifdef __SSE2__
   const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n'), dot = _mm_set1_epi8('.');
   /* Three loads, one byte apart: a bit is set only where all three bytes match. */
@@ -60,16 +59,16 @@ static ptrdiff_t crlf_dot(const unsigned char *p, size_t i, size_t len) {
   return -1;
 }
 
-static size_t encode(const unsigned char *in, size_t len, unsigned char *out, int32_t *flags, int32_t *stuffed) {
+size_t dot_encode(const unsigned char *in, size_t len, unsigned char *out, int32_t *flags, int32_t *stuffed) {
   size_t i = 0, o = 0;
-  int line_start = *flags & LINE_START;
+  int line_start = *flags & DOT_LINE_START;
   int32_t dots = 0;
-  if ((*flags & PENDING_CR) && len > 0) {
+  if ((*flags & DOT_PENDING_CR) && len > 0) {
     out[o++] = '\r';
     out[o++] = '\n';
     line_start = 1;
     if (in[0] == '\n') i = 1;
-  } else if (*flags & PENDING_CR) {
+  } else if (*flags & DOT_PENDING_CR) {
     *stuffed = 0;
     return 0; /* nothing new: the CR still waits */
   }
@@ -98,7 +97,7 @@ static size_t encode(const unsigned char *in, size_t len, unsigned char *out, in
     out[o++] = '\n';
     line_start = 1;
   }
-  *flags = (line_start ? LINE_START : 0) | (pending_cr ? PENDING_CR : 0);
+  *flags = (line_start ? DOT_LINE_START : 0) | (pending_cr ? DOT_PENDING_CR : 0);
   *stuffed = dots;
   return o;
 }
@@ -124,7 +123,7 @@ static napi_value DotEncode(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int32_t *s = state;
-  size_t n = encode(in, in_len, out, &s[0], &s[1]);
+  size_t n = dot_encode(in, in_len, out, &s[0], &s[1]);
   napi_value result;
   napi_create_double(env, (double)n, &result);
   return result;
@@ -142,7 +141,7 @@ static napi_value FindCrlfDot(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "findCrlfDot(input: Buffer, from: number >= 0)");
     return NULL;
   }
-  ptrdiff_t at = from >= (double)in_len ? -1 : crlf_dot(in, (size_t)from, in_len);
+  ptrdiff_t at = from >= (double)in_len ? -1 : dot_crlf_dot(in, (size_t)from, in_len);
   napi_value result;
   napi_create_double(env, (double)at, &result);
   return result;

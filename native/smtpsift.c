@@ -570,6 +570,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   register_dot(env, exports);
   register_cells(env, exports);
   register_spawn(env, exports);
+  register_pump(env, exports);
   export_fn(env, exports, "cloexecFrom", CloexecFrom);
   export_fn(env, exports, "originalDst", OriginalDst);
   export_fn(env, exports, "transparentListen", TransparentListen);

@@ -9,6 +9,23 @@ export interface SocketAddress {
   readonly family: 'IPv4' | 'IPv6';
 }
 
+/** How a relayData ended (native/pump.c says more). */
+export interface RelayResult {
+  /** done: the end of data was read (and written, unless upstreamError); eof, error: the client is gone; timeout: it fell silent. */
+  readonly status: 'done' | 'eof' | 'timeout' | 'error' | 'cancelled';
+  /** Why writing to the upstream failed ("timeout" or the system's text); the data was still read to its end. */
+  readonly upstreamError?: string;
+  /** Message bytes received, unstuffed. */
+  readonly size: number;
+  /** Bytes the upstream stores: unstuffed, CRLF endings. */
+  readonly contentBytes: number;
+  /** What the client sent after its end of data. */
+  readonly leftover: Buffer;
+}
+
+declare const relayBrand: unique symbol;
+export type RelayHandle = { readonly [relayBrand]: true };
+
 /** Thrown by the addon: `code` is the errno name (`EPERM`), the message says which call failed. */
 export type NativeError = Error & { readonly code?: string };
 
@@ -32,6 +49,15 @@ interface Addon {
   dotEncode(input: Buffer, output: Buffer, state: Int32Array): number;
   /** Buffer.indexOf('\r\n.', from), without stopping at every CR (native/dot.c). */
   findCrlfDot(input: Buffer, from: number): number;
+  /**
+   * CutThrough's DATA body on a thread of the addon's (native/pump.c): the client's data,
+   * from `initial` on, read from clientFd, stuffed with CRLF endings and written to
+   * upstreamFd up to its end of data; onDone tells how it ended. Both sockets are the
+   * thread's until then (the caller neither reads the client nor writes either).
+   */
+  relayData(clientFd: number, upstreamFd: number, initial: Buffer, timeoutMs: number, onDone: (r: RelayResult) => void): RelayHandle;
+  /** Stops a relay before its end of data goes upstream; onDone still comes ("cancelled"). Only before onDone. */
+  cancelRelay(handle: RelayHandle): void;
   /** getrlimit(RLIMIT_NOFILE); RLIM_INFINITY is Infinity. */
   getNofile(): FileLimit;
   /** setrlimit(RLIMIT_NOFILE); raising `hard` needs CAP_SYS_RESOURCE (EPERM otherwise). */

@@ -204,3 +204,32 @@ test('a message for a filter is still received whole first: our 354, the filter\
     { config: { FilterCommand: 'sed s/foo/bar/' } },
   );
 });
+
+test('SIGTERM while a message streams: it is still delivered once, then 421; the pipelined command after its end is not run; exit 0', async () => {
+  const up = await RecordingUpstream.start();
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, CutThrough: 'on' });
+  try {
+    const c = await RawClient.connect(d.port);
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    assert.match(await c.command('EHLO client.test'), /^250-/);
+    await envelope(c);
+    assert.equal(await c.command('DATA'), UPSTREAM_354);
+    c.send(BIG_STUFFED);
+    const s = up.sessions[0];
+    assert.ok(s);
+    await upstreamRead(s, 1_000_000);
+    d.proc.kill('SIGTERM');
+    await d.waitForLog(/stopping: no new connections/);
+    c.send('.\r\nRSET\r\n');
+    assert.equal(await c.reply(), '250 2.0.0 Ok: queued as Q1\r\n');
+    assert.equal(await c.reply(), '421 4.3.2 Service shutting down, closing connection\r\n');
+    await c.waitClosed();
+    assert.equal(up.messages.length, 1);
+    assert.equal(up.messages[0]?.toString('latin1'), BIG_STUFFED);
+    assert.ok(!s.commands.includes('RSET\r\n'), s.commands.join(''));
+    assert.equal(await d.exited, 0);
+  } finally {
+    await d.stop();
+    await up.close();
+  }
+});

@@ -34,6 +34,27 @@ interface LineWait {
   resolve: ((r: ReadResult<LineResult>) => void) | undefined;
 }
 
+/**
+ * The libuv stream under a net.Socket (Node's own `pause()` stops it this way when it reads
+ * into a buffer of the caller's): `reading` is Node's note of whether readStart is in force.
+ */
+interface StreamHandle {
+  readonly fd?: number;
+  reading?: boolean;
+  readStop(): number;
+  readStart(): number;
+}
+
+function handleOf(socket: Socket): StreamHandle | undefined {
+  return (socket as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
+}
+
+/** The socket's descriptor, if it has one (a TCP or unix socket Node still holds). */
+export function descriptorOf(socket: Socket): number | undefined {
+  const fd = handleOf(socket)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
 /** A wait for a chunk (chunk()): resolves true on timeout. */
 type ChunkWait = (timedOut: boolean) => void;
 
@@ -150,6 +171,33 @@ export class SocketReader {
       });
       if (timedOut && this.queued === 0 && !this.ended) return 'timeout';
     }
+  }
+
+  /**
+   * Lends the socket's reading to the addon's relay thread: libuv stops reading it, and the
+   * bytes read but not yet taken are handed over. Undefined when that cannot be done now:
+   * no descriptor, input over, or bytes in the stream's own buffer (the socket is paused).
+   */
+  lend(): { readonly fd: number; readonly queued: Buffer } | undefined {
+    const h = handleOf(this.socket);
+    const fd = descriptorOf(this.socket);
+    if (h === undefined || fd === undefined || this.ended || h.reading !== true) return undefined;
+    if (this.socket.readableFlowing !== true || this.socket.readableLength > 0) return undefined;
+    if (h.readStop() !== 0) return undefined;
+    h.reading = false;
+    const parts: Buffer[] = [];
+    for (let c = this.shift(); c !== undefined; c = this.shift()) parts.push(c);
+    return { fd, queued: parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts) };
+  }
+
+  /** Reads the socket again after lend(), `leftover` first (what the relay read too far). */
+  takeBack(leftover: Buffer): void {
+    this.unshift(leftover);
+    const h = handleOf(this.socket);
+    if (h === undefined || this.socket.destroyed || h.reading !== false) return;
+    h.reading = true;
+    const err = h.readStart();
+    if (err !== 0) this.socket.destroy(new Error(`restarting to read the socket failed (${err})`));
   }
 
   /** Gives back bytes read too far (e.g. commands pipelined after the end of DATA). */

@@ -70,6 +70,8 @@ export class Session {
   route: RouteState | undefined;
   private idle = false;
   private stopping = false;
+  /** Stops a message body the addon's thread is relaying (CutThrough), while it does. */
+  stopData: (() => void) | undefined;
 
   constructor(
     readonly id: string,
@@ -225,6 +227,7 @@ export class Session {
 
   /** The drain deadline has passed: 421 and end at once (an unfinished DATA is dropped). */
   abort(): void {
+    this.stopData?.();
     this.up?.abort();
     this.send(new SiftError('SHUTDOWN', '').reply);
     this.socket.end(() => this.socket.destroy());

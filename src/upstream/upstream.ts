@@ -6,7 +6,7 @@ import { once } from 'node:events';
 import { drained, written, type DrainResult } from '../net/drain.js';
 import { SiftError } from '../errors.js';
 import { transparentConnect } from '../native.js';
-import { SocketReader } from '../net/reader.js';
+import { descriptorOf, SocketReader } from '../net/reader.js';
 import { ProtocolError, ReplyAssembler, type Reply } from '../smtp/reply.js';
 
 /** proxsmtpd's SP_LINE_LENGTH: longer reply lines are truncated (spec §5). */
@@ -97,6 +97,12 @@ export class Upstream {
   /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
   get remoteAddress(): string | undefined {
     return this.socket.remoteAddress;
+  }
+
+  /** The socket's descriptor, when it is open with nothing of ours waiting to be written. */
+  get idleDescriptor(): number | undefined {
+    if (this.closed || this.socket.destroyed || this.socket.writableLength > 0) return undefined;
+    return descriptorOf(this.socket);
   }
 
   get isClosed(): boolean {
