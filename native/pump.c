@@ -1,9 +1,12 @@
 /*
- * relayData(clientFd, upstreamFd, initial, timeoutMs, onDone) -> handle; cancelRelay(handle)
+ * relayData(clientFd, upstreamFd, initial, timeoutMs, decoderState, encoderFlags, onDone)
+ *   -> handle; cancelRelay(handle)
  *
  * CutThrough's DATA body on a thread of its own: the client's data is read, unstuffed and
  * stuffed again with CRLF endings (the same state machines as src/smtp/dot.ts and dot.c),
  * and written to the upstream as it comes, up to and including the client's CRLF.CRLF.
+ * The event loop passes the start of the message (its first 64 KiB, and the Header), then
+ * hands over its decoder's state and encoder's flags.
  * A Node.js relay costs its event loop about 3 ms of CPU per MB here, and every reply of
  * every other session waits behind it; this thread moves a MB for about 1 ms, in parallel
  * with the loop (issue 7: 1 MB messages).
@@ -20,8 +23,8 @@
  *             (reading the client failed), or "cancelled" (cancelRelay);
  *   upstreamError   undefined, or why writing to the upstream failed ("timeout" or the
  *             errno text); the client's data is then still read to its end and dropped;
- *   size      bytes of message received (unstuffed, as the client sent its line ends);
- *   contentBytes    bytes the upstream stores (unstuffed, CRLF endings);
+ *   size      bytes of message received here (unstuffed, as the client sent its line ends);
+ *   contentBytes    bytes the upstream stores of them (unstuffed, CRLF endings);
  *   leftover  what the client sent after its end of data (pipelined commands).
  * The end of data is written only with status "done": a message the client did not finish
  * is never ended upstream, and the caller then drops the upstream connection.
@@ -47,7 +50,7 @@
    at most doubles them, +2 for a pending CR's LF, +5 for the end of data. */
 #define OUT_SIZE (2 * (IN_SIZE + 1) + 2 + 5)
 
-/* The decoder's states, as In in src/smtp/dot.ts. */
+/* The decoder's states, numbered as In in src/smtp/dot.ts. */
 enum { MID, MID_CR, LINE_START, DOT, DOT_CR };
 
 typedef struct {
@@ -291,17 +294,19 @@ static void call_done(napi_env env, napi_value js_cb, void *context, void *data)
 }
 
 static napi_value RelayData(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
-  int32_t client, upstream, timeout;
+  size_t argc = 7;
+  napi_value argv[7];
+  int32_t client, upstream, timeout, state, flags;
   void *initial;
   size_t initial_len;
   napi_valuetype cb_type = napi_undefined;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 5 || napi_get_value_int32(env, argv[0], &client) != napi_ok || napi_get_value_int32(env, argv[1], &upstream) != napi_ok ||
+  if (argc < 7 || napi_get_value_int32(env, argv[0], &client) != napi_ok || napi_get_value_int32(env, argv[1], &upstream) != napi_ok ||
       napi_get_buffer_info(env, argv[2], &initial, &initial_len) != napi_ok || napi_get_value_int32(env, argv[3], &timeout) != napi_ok ||
-      napi_typeof(env, argv[4], &cb_type) != napi_ok || cb_type != napi_function) {
-    napi_throw_type_error(env, NULL, "relayData(clientFd, upstreamFd, initial: Buffer, timeoutMs, onDone)");
+      napi_get_value_int32(env, argv[4], &state) != napi_ok || state < MID || state > DOT_CR ||
+      napi_get_value_int32(env, argv[5], &flags) != napi_ok || flags < 0 || flags > (DOT_LINE_START | DOT_PENDING_CR) ||
+      napi_typeof(env, argv[6], &cb_type) != napi_ok || cb_type != napi_function) {
+    napi_throw_type_error(env, NULL, "relayData(clientFd, upstreamFd, initial: Buffer, timeoutMs, decoderState, encoderFlags, onDone)");
     return NULL;
   }
   relay_t *r = calloc(1, sizeof *r);
@@ -311,8 +316,8 @@ static napi_value RelayData(napi_env env, napi_callback_info info) {
   }
   r->in = r->out = r->wake = -1;
   r->timeout_ms = timeout > 0 ? timeout : 1;
-  r->state = LINE_START;
-  r->enc_flags = DOT_LINE_START;
+  r->state = state;
+  r->enc_flags = flags;
   r->status = "error";
   r->buf = malloc(IN_SIZE);
   r->outbuf = malloc(OUT_SIZE);
@@ -334,7 +339,7 @@ static napi_value RelayData(napi_env env, napi_callback_info info) {
   }
   napi_value name;
   napi_create_string_utf8(env, "relayData", NAPI_AUTO_LENGTH, &name);
-  napi_create_threadsafe_function(env, argv[4], NULL, name, 0, 1, NULL, NULL, NULL, call_done, &r->tsfn);
+  napi_create_threadsafe_function(env, argv[6], NULL, name, 0, 1, NULL, NULL, NULL, call_done, &r->tsfn);
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -15,9 +15,9 @@ export interface RelayResult {
   readonly status: 'done' | 'eof' | 'timeout' | 'error' | 'cancelled';
   /** Why writing to the upstream failed ("timeout" or the system's text); the data was still read to its end. */
   readonly upstreamError?: string;
-  /** Message bytes received, unstuffed. */
+  /** Message bytes received by the thread, unstuffed. */
   readonly size: number;
-  /** Bytes the upstream stores: unstuffed, CRLF endings. */
+  /** Of those, the bytes the upstream stores: unstuffed, CRLF endings. */
   readonly contentBytes: number;
   /** What the client sent after its end of data. */
   readonly leftover: Buffer;
@@ -50,12 +50,21 @@ interface Addon {
   /** Buffer.indexOf('\r\n.', from), without stopping at every CR (native/dot.c). */
   findCrlfDot(input: Buffer, from: number): number;
   /**
-   * CutThrough's DATA body on a thread of the addon's (native/pump.c): the client's data,
-   * from `initial` on, read from clientFd, stuffed with CRLF endings and written to
-   * upstreamFd up to its end of data; onDone tells how it ended. Both sockets are the
-   * thread's until then (the caller neither reads the client nor writes either).
+   * CutThrough's DATA body on a thread of the addon's (native/pump.c): the rest of the
+   * client's data, from `initial` on, read from clientFd, stuffed with CRLF endings and
+   * written to upstreamFd up to its end of data, going on from a DotDecoder's position and
+   * a DotEncoder's flags; onDone tells how it ended. Both sockets are the thread's until
+   * then (the caller neither reads the client nor writes either).
    */
-  relayData(clientFd: number, upstreamFd: number, initial: Buffer, timeoutMs: number, onDone: (r: RelayResult) => void): RelayHandle;
+  relayData(
+    clientFd: number,
+    upstreamFd: number,
+    initial: Buffer,
+    timeoutMs: number,
+    decoderPosition: number,
+    encoderFlags: number,
+    onDone: (r: RelayResult) => void,
+  ): RelayHandle;
   /** Stops a relay before its end of data goes upstream; onDone still comes ("cancelled"). Only before onDone. */
   cancelRelay(handle: RelayHandle): void;
   /** getrlimit(RLIMIT_NOFILE); RLIM_INFINITY is Infinity. */

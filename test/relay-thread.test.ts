@@ -1,7 +1,7 @@
-// CutThrough's relay thread (native/pump.c) on real sockets, in this process: what it writes
-// upstream must be byte for byte what the event loop's path (DotDecoder, then DotEncoder)
-// writes for the same client bytes, however TCP cuts them, with the same counts and the
-// same bytes left over after the end of data. And a client that stops, falls silent or is
+// CutThrough's relay thread (native/pump.c) on real sockets, in this process: going on from
+// where the event loop's path (DotDecoder, then DotEncoder) left a message, what it writes
+// upstream must be byte for byte what that path writes for the same client bytes, however
+// TCP cuts them, with the same counts and the same bytes left over after the end of data. And a client that stops, falls silent or is
 // cancelled never gets its message ended upstream.
 
 import { test } from 'node:test';
@@ -42,8 +42,13 @@ interface Rig {
   readonly reader: SocketReader;
   /** Everything the upstream received, once its connection closed. */
   readonly upstreamGot: Promise<Buffer>;
-  /** Lends the client socket to a relay thread (once some bytes wait, with `initialWait`). */
-  readonly run: (initialWait: boolean, timeoutMs?: number) => Promise<{ done: Promise<RelayResult>; cancel: () => void }>;
+  /** The daemon's side of the upstream connection: where the loop's part of a message goes. */
+  readonly upstream: Socket;
+  /**
+   * Lends the client socket to a relay thread (once some bytes wait, with `initialWait`),
+   * going on from a decoder's position and an encoder's flags.
+   */
+  readonly run: (initialWait: boolean, from?: { decoder: DotDecoder; encoder: DotEncoder }, timeoutMs?: number) => Promise<{ done: Promise<RelayResult>; cancel: () => void }>;
   readonly close: () => void;
 }
 
@@ -60,14 +65,15 @@ async function rig(): Promise<Rig> {
     client: c.far,
     reader,
     upstreamGot,
-    run: async (initialWait, timeoutMs = 5000) => {
+    upstream: u.near,
+    run: async (initialWait, from = { decoder: new DotDecoder(), encoder: new DotEncoder() }, timeoutMs = 5000) => {
       if (initialWait) await waitUntil(() => reader.pending);
       const lent = reader.lend();
       assert.ok(lent !== undefined, 'the socket can be lent');
       let finished = false;
       let resolve: (r: RelayResult) => void = () => {};
       const result = new Promise<RelayResult>((r) => (resolve = r));
-      const h = native.relayData(lent.fd, upstreamFd, lent.queued, timeoutMs, (r) => {
+      const h = native.relayData(lent.fd, upstreamFd, lent.queued, timeoutMs, from.decoder.position, from.encoder.flags, (r) => {
         finished = true;
         resolve(r);
       });
@@ -93,27 +99,35 @@ async function waitUntil(ok: () => boolean): Promise<void> {
 }
 
 /** What the event loop's path makes of the same bytes: upstream bytes, counts, leftover. */
-function reference(wire: Buffer): { out: Buffer; size: number; contentBytes: number; leftover: Buffer } | undefined {
+function reference(wire: Buffer): { out: Buffer; size: number; contentBytes: number; used: number } {
   const d = new DotDecoder().feed(wire);
-  if (!d.done) return undefined;
+  assert.ok(d.done, 'the wire has an end of data');
   const enc = new DotEncoder();
   const out = [...d.parts.map((p) => enc.encode(p)), enc.end()];
-  return { out: Buffer.concat(out), size: d.parts.reduce((n, p) => n + p.length, 0), contentBytes: enc.contentBytes, leftover: wire.subarray(d.used) };
+  return { out: Buffer.concat(out), size: d.parts.reduce((n, p) => n + p.length, 0), contentBytes: enc.contentBytes, used: d.used };
 }
 
-test('the relay thread writes upstream what the event loop would, however the client bytes are cut (seeded)', async () => {
+test('the relay thread goes on from the loop and writes upstream what the loop would, however the client bytes are cut (seeded)', async () => {
   for (let seed = 1; seed <= 24; seed++) {
     const r = rng(seed);
     const body = Buffer.from(Array.from({ length: Math.floor(r() * 300_000) }, () => ALPHABET[Math.floor(r() * ALPHABET.length)] as number));
     const wire = Buffer.concat([body, Buffer.from(seed % 3 === 0 ? '\r\n.\r\nNOOP\r\nQUIT\r\n' : '\r\n.\r\n')]);
     const want = reference(wire);
-    assert.ok(want !== undefined);
     const t = await rig();
     try {
-      // Some bytes arrive before the thread takes over (its `initial`), the rest in pieces.
-      const first = Math.floor(r() * Math.min(wire.length, 60_000)); // under the reader's high-water mark: unpaused
-      t.client.write(wire.subarray(0, first));
-      const running = (await t.run(first > 0)).done;
+      // The loop's part: the start of the message, through DotDecoder and DotEncoder.
+      const split = Math.floor(r() * Math.min(want.used, 150_000));
+      const decoder = new DotDecoder();
+      const encoder = new DotEncoder();
+      const head = decoder.feed(wire.subarray(0, split));
+      assert.ok(!head.done);
+      const loopSize = head.parts.reduce((n, p) => n + p.length, 0);
+      await new Promise<void>((ok) => t.upstream.write(Buffer.concat(head.parts.map((p) => encoder.encode(p))), () => ok()));
+      // Then the thread's: some bytes wait before it takes over (its `initial`, under the
+      // reader's high-water mark, so the socket is not paused), the rest come in pieces.
+      const first = split + Math.floor(r() * Math.min(wire.length - split, 60_000));
+      t.client.write(wire.subarray(split, first));
+      const running = (await t.run(first > split, { decoder, encoder })).done;
       for (let at = first; at < wire.length; ) {
         const n = 1 + Math.floor(r() * (r() < 0.5 ? 16 : 70_000));
         t.client.write(wire.subarray(at, at + n));
@@ -123,19 +137,20 @@ test('the relay thread writes upstream what the event loop would, however the cl
       const result = await running;
       assert.equal(result.status, 'done', `seed ${seed}`);
       assert.equal(result.upstreamError, undefined);
-      assert.equal(result.size, want.size, `seed ${seed}: size`);
-      assert.equal(result.contentBytes, want.contentBytes, `seed ${seed}: contentBytes`);
+      assert.equal(loopSize + result.size, want.size, `seed ${seed}: size`);
+      assert.equal(encoder.contentBytes + result.contentBytes, want.contentBytes, `seed ${seed}: contentBytes`);
       const got = await t.upstreamGot;
       assert.ok(got.equals(want.out), `seed ${seed}: upstream bytes differ (${got.length} vs ${want.out.length})`);
       // What came after the end of data (the body may hold an early one) is read again here.
+      const leftover = wire.subarray(want.used);
       const rest: Buffer[] = [];
-      for (let n = 0; n < want.leftover.length; ) {
+      for (let n = 0; n < leftover.length; ) {
         const chunk = await t.reader.chunk(1000);
         assert.ok(Buffer.isBuffer(chunk), `seed ${seed}: leftover ${String(chunk)}`);
         rest.push(chunk);
         n += chunk.length;
       }
-      assert.ok(Buffer.concat(rest).equals(want.leftover), `seed ${seed}: leftover differs`);
+      assert.ok(Buffer.concat(rest).equals(leftover), `seed ${seed}: leftover differs`);
     } finally {
       t.close();
     }
@@ -152,7 +167,7 @@ test('the relay thread: a client that closes, falls silent or is cancelled mid-d
     const t = await rig();
     try {
       t.client.write('Subject: unfinished\r\n\r\nline one\r\n.. a stuffed line\r\n');
-      const { done, cancel } = await t.run(true, 300);
+      const { done, cancel } = await t.run(true, undefined, 300);
       await sleep(50);
       c.act(t, cancel);
       const result = await done;

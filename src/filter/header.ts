@@ -66,6 +66,11 @@ export class HeaderInserter {
     this.first = /^received:/i.test(expanded);
   }
 
+  /** In place: what follows passes untouched. */
+  get inserted(): boolean {
+    return this.done;
+  }
+
   push(chunk: Buffer): Buffer[] {
     if (this.done) return [chunk];
     if (this.first) {

@@ -3,9 +3,9 @@
 // arrives (dot-stuffed with CRLF endings, as after a spool), and nothing touches the disk.
 // Memory stays bounded: the next piece is read only once the upstream took the last one.
 //
-// The body is moved by a thread of the addon (native/pump.c) when it can be: the event loop
-// then relays other sessions' commands while the message flows (issue 7: 1 MB messages).
-// A message that gets a Header, or a socket that cannot be lent, takes the loop's path below.
+// Past its first 64 KiB, a message moves on a thread of the addon (native/pump.c) when one
+// can take it: the event loop then relays other sessions' commands while the bulk of the
+// message flows, and spends a third of the CPU on it (issue 7: 1 MB messages).
 //
 // The end of data goes upstream only with the client's own, so a message the client or the
 // upstream leaves unfinished is never delivered: the upstream connection is dropped
@@ -16,7 +16,7 @@ import { SiftError } from '../errors.js';
 import { native, type RelayResult } from '../native.js';
 import { HeaderInserter } from '../filter/header.js';
 import { Level, q } from '../log/logger.js';
-import type { Decoded } from '../smtp/dot.js';
+import { DotDecoder, type Decoded } from '../smtp/dot.js';
 import { summary, type Reply } from '../smtp/reply.js';
 import { MessageWriter } from '../upstream/message-writer.js';
 import { clientData, header, logMessage, skipsFilter } from './message.js';
@@ -28,60 +28,71 @@ export async function relayMessage(s: Session): Promise<Outcome> {
   // A refusal leaves the transaction open on both sides alike: nothing to undo.
   if (dataReply.code !== 354) return 'continue';
   const headerText = skipsFilter(s) ? undefined : header(s);
-  const thread = headerText === undefined ? onThread(s) : undefined;
-  const { size, contentBytes, final } = await settle(s, thread !== undefined ? byThread(s, await thread) : byLoop(s, headerText));
-  if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
-  s.send(final);
-  logMessage(s, size, final, undefined, contentBytes);
-  s.txn.reset();
-  return 'continue';
-}
-
-/** What passed: bytes received (unstuffed), and those the upstream stores. */
-interface Passed {
-  size: number;
-  contentBytes: number;
-}
-
-/**
- * The upstream's final reply once `passing` is over. Whatever failed, the upstream must not
- * end this message: its connection is dropped, and the failure goes on to the session.
- */
-async function settle(s: Session, [passing, passed]: [Promise<void>, Passed]): Promise<Passed & { final: Reply }> {
-  try {
-    await passing;
-    return { ...passed, final: await s.upstream.reply() };
-  } catch (e) {
-    s.upstream.abort();
-    if (e instanceof ClientGone || e instanceof SiftError) logMessage(s, passed.size, e instanceof SiftError ? e.reply : undefined, undefined);
-    throw e;
-  }
-}
-
-/** The body through the event loop, chunk by chunk. */
-function byLoop(s: Session, headerText: string | undefined): [Promise<void>, Passed] {
   const message: Relayed = {
     writer: new MessageWriter(s.upstream),
     inserter: headerText === undefined ? undefined : new HeaderInserter(headerText),
+    size: 0,
+    contentBytes: 0,
   };
-  const passed: Passed = { size: 0, contentBytes: 0 };
-  const passing = async (): Promise<void> => {
-    /** The upstream's failure; the rest of the client's data is then read and dropped. */
-    let failure: SiftError | undefined;
-    for await (const d of clientData(s)) {
-      for (const part of d.parts) passed.size += part.length;
-      failure ??= await pass(s, message, d);
-    }
-    passed.contentBytes = message.writer.contentBytes;
-    if (failure !== undefined) throw failure;
-  };
-  return [passing(), passed];
+  let final: Reply;
+  try {
+    await passAll(s, message);
+    final = await s.upstream.reply();
+  } catch (e) {
+    // Whatever failed, the upstream must not end this message: drop its connection.
+    s.upstream.abort();
+    if (e instanceof ClientGone || e instanceof SiftError) logMessage(s, message.size, e instanceof SiftError ? e.reply : undefined, undefined);
+    throw e;
+  }
+  if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
+  s.send(final);
+  logMessage(s, message.size, final, undefined, message.contentBytes);
+  s.txn.reset();
+  return 'continue';
 }
 
 interface Relayed {
   readonly writer: MessageWriter;
   /** The Header option, put in as the message streams past. */
   readonly inserter: HeaderInserter | undefined;
+  /** Bytes received (unstuffed), and those the upstream stores. */
+  size: number;
+  contentBytes: number;
+}
+
+/**
+ * A message passes to the relay thread once this much of it went through the loop: the
+ * start of every message (and any Header) is the loop's, and mail smaller than this never
+ * costs a thread.
+ */
+const THREAD_AFTER = 64 * 1024;
+/** Relay threads at once, at most; more messages stay on the loop's path meanwhile. */
+const THREADS_MAX = 64;
+let threads = 0;
+
+/**
+ * The client's data up to its end, passed upstream: chunk by chunk on the event loop, the
+ * bulk of a large message on the addon's thread. Throws the first failure once the client's
+ * data is over (or the client is gone).
+ */
+async function passAll(s: Session, message: Relayed): Promise<void> {
+  /** The upstream's failure; the rest of the client's data is then read and dropped. */
+  let failure: SiftError | undefined;
+  const decoder = new DotDecoder();
+  for await (const d of clientData(s, decoder)) {
+    for (const part of d.parts) message.size += part.length;
+    failure ??= await pass(s, message, d);
+    if (d.done || failure !== undefined || message.size < THREAD_AFTER || message.inserter?.inserted === false) continue;
+    const thread = onThread(s, decoder.position, message.writer.encoderFlags);
+    if (thread === undefined) continue;
+    message.writer.release();
+    const r = await thread;
+    message.size += r.size;
+    message.contentBytes = message.writer.contentBytes + r.contentBytes;
+    return threadOutcome(s, r);
+  }
+  message.contentBytes = message.writer.contentBytes;
+  if (failure !== undefined) throw failure;
 }
 
 /**
@@ -108,12 +119,11 @@ async function pass(s: Session, { writer, inserter }: Relayed, d: Decoded): Prom
   }
 }
 
-/** Relay threads at once, at most; more messages take the event loop's path meanwhile. */
-const THREADS_MAX = 64;
-let threads = 0;
-
-/** The body on the addon's thread; undefined when it cannot take it (nothing was read then). */
-function onThread(s: Session): Promise<RelayResult> | undefined {
+/**
+ * The rest of the message on the addon's thread, going on from the loop's decoder and
+ * encoder; undefined when it cannot take it now (nothing was read then).
+ */
+function onThread(s: Session, decoderPosition: number, encoderFlags: number): Promise<RelayResult> | undefined {
   const upstreamFd = s.upstream.idleDescriptor;
   if (threads >= THREADS_MAX || upstreamFd === undefined) return undefined;
   const lent = s.reader.lend();
@@ -121,7 +131,7 @@ function onThread(s: Session): Promise<RelayResult> | undefined {
   let resolve: (r: RelayResult) => void = () => {};
   const done = new Promise<RelayResult>((r) => (resolve = r));
   try {
-    const handle = native.relayData(lent.fd, upstreamFd, lent.queued, s.timeoutMs, (r) => {
+    const handle = native.relayData(lent.fd, upstreamFd, lent.queued, s.timeoutMs, decoderPosition, encoderFlags, (r) => {
       threads--;
       s.stopData = undefined;
       s.reader.takeBack(r.leftover);
@@ -137,15 +147,11 @@ function onThread(s: Session): Promise<RelayResult> | undefined {
   return done;
 }
 
-/** The thread's outcome, as the loop's path would have thrown it. */
-function byThread(s: Session, r: RelayResult): [Promise<void>, Passed] {
-  const passed = { size: r.size, contentBytes: r.contentBytes };
-  const outcome = async (): Promise<void> => {
-    if (r.status === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client silent for ${s.config.timeOut} s during DATA`);
-    if (r.status === 'cancelled') throw new ClientGone('shutting down: the message was left unfinished');
-    if (r.status !== 'done') throw new ClientGone('client closed the connection during DATA');
-    if (r.upstreamError === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${s.timeoutMs / 1000} s`);
-    if (r.upstreamError !== undefined) throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${r.upstreamError}`);
-  };
-  return [outcome(), passed];
+/** How the thread's part ended, thrown as the loop's path would have thrown it. */
+function threadOutcome(s: Session, r: RelayResult): void {
+  if (r.status === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client silent for ${s.config.timeOut} s during DATA`);
+  if (r.status === 'cancelled') throw new ClientGone('shutting down: the message was left unfinished');
+  if (r.status !== 'done') throw new ClientGone('client closed the connection during DATA');
+  if (r.upstreamError === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${s.timeoutMs / 1000} s`);
+  if (r.upstreamError !== undefined) throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${r.upstreamError}`);
 }

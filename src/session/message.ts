@@ -16,8 +16,7 @@ import { ClientGone, type Session } from './session.js';
  * The client's data, a chunk at a time, unstuffed, up to its CRLF.CRLF; what follows that
  * is left for the next command.
  */
-export async function* clientData(s: Session): AsyncGenerator<Decoded> {
-  const decoder = new DotDecoder();
+export async function* clientData(s: Session, decoder = new DotDecoder()): AsyncGenerator<Decoded> {
   for (;;) {
     const chunk = await s.reader.chunk(s.timeoutMs);
     if (chunk === 'eof') throw new ClientGone('client closed the connection during DATA');

@@ -19,12 +19,13 @@ const CR_ONLY = Buffer.from('\r');
 const LINE_START = 1;
 const PENDING_CR = 2;
 
+/** The decoder's states; native/pump.c numbers them alike. */
 const enum In {
-  Mid,
-  MidCR,
-  LineStart,
-  Dot,
-  DotCR,
+  Mid = 0,
+  MidCR = 1,
+  LineStart = 2,
+  Dot = 3,
+  DotCR = 4,
 }
 
 export interface Decoded {
@@ -38,6 +39,11 @@ export interface Decoded {
 /** Unstuffs client DATA and finds its end. One instance per message. */
 export class DotDecoder {
   private state = In.LineStart;
+
+  /** Where the decoder is, for the relay thread that goes on from here. */
+  get position(): number {
+    return this.state;
+  }
 
   feed(buf: Buffer): Decoded {
     const parts: Buffer[] = [];
@@ -113,6 +119,11 @@ export class DotEncoder {
   private readonly state = Int32Array.of(LINE_START, 0);
   /** The message as the upstream stores it: CRLF endings, no stuffing, no final dot line. */
   contentBytes = 0;
+
+  /** LINE_START | PENDING_CR: where the encoder is, for the relay thread that goes on from here. */
+  get flags(): number {
+    return this.state[0] as number;
+  }
 
   /** The piece, stuffed (possibly empty: a final CR waits for the next piece). */
   encode(buf: Buffer): Buffer {

@@ -29,12 +29,18 @@ export class MessageWriter {
   private readonly scratch: Scratch = idle.pop() ?? { read: Buffer.allocUnsafeSlow(READ_CHUNK), out: Buffer.allocUnsafeSlow(OUT_SIZE) };
   /** Stuffed bytes in `out` not yet written. */
   private used = 0;
+  private released = false;
 
   constructor(private readonly upstream: Upstream) {}
 
   /** A buffer to read the message's next piece into; the piece must be put before the next read. */
   get readBuffer(): Buffer {
     return this.scratch.read;
+  }
+
+  /** The encoder's flags, for the relay thread that goes on from here (native/pump.c). */
+  get encoderFlags(): number {
+    return this.encoder.flags;
   }
 
   /** The message's size as the upstream stores it (unstuffed, with CRLF endings). */
@@ -67,6 +73,13 @@ export class MessageWriter {
   async end(): Promise<void> {
     this.used += this.encoder.end().copy(this.scratch.out, this.used);
     await this.flush();
+    this.release();
+  }
+
+  /** The buffers back to the pool, once all is written: at the end, or when the message goes on elsewhere. */
+  release(): void {
+    if (this.released || this.used !== 0) return;
+    this.released = true;
     if (idle.length < IDLE_MAX) idle.push(this.scratch);
   }
 }
