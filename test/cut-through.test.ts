@@ -107,6 +107,23 @@ test('the upstream gets DATA and the data while the client is still sending; the
   });
 });
 
+test('commands pipelined after a large message\'s end are answered after its 250, in order; the log line counts the message', async () => {
+  await withCut(async ({ d, up, c, first }) => {
+    await envelope(c);
+    assert.equal(await c.command('DATA'), UPSTREAM_354);
+    // Over 64 KiB: the end and the commands after it reach the relay thread, not the loop.
+    c.send(`${BIG_STUFFED}.\r\nNOOP\r\nMAIL FROM:<second@example.org>\r\n`);
+    assert.equal(await c.reply(), '250 2.0.0 Ok: queued as Q1\r\n');
+    assert.equal(await c.reply(), '250 2.0.0 Ok\r\n');
+    assert.equal(await c.reply(), '250 2.0.0 Ok\r\n');
+    assert.equal(await c.command('RSET'), '250 2.0.0 Ok\r\n');
+    assert.equal(up.messages[0]?.toString('latin1'), BIG_STUFFED);
+    assert.deepEqual(first().commands.slice(-4), ['DATA\r\n', 'NOOP\r\n', 'MAIL FROM:<second@example.org>\r\n', 'RSET\r\n']);
+    const unstuffed = BIG_STUFFED.replaceAll('\r\n..', '\r\n.').length;
+    await d.waitForLog(new RegExp(`size=${unstuffed}\\b.*status=DELIVERED|status=DELIVERED.*size=${unstuffed}\\b`));
+  });
+});
+
 test('client disconnects in the middle of DATA: the upstream connection is dropped before any end of data; nothing delivered', async () => {
   await withCut(async ({ up, c, first }) => {
     await envelope(c);
