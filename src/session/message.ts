@@ -19,8 +19,7 @@ import { ClientGone, type Session } from './session.js';
 export async function* clientData(s: Session, decoder = new DotDecoder()): AsyncGenerator<Decoded> {
   for (;;) {
     const chunk = await s.reader.chunk(s.timeoutMs);
-    if (chunk === 'eof') throw new ClientGone('client closed the connection during DATA');
-    if (chunk === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client silent for ${s.config.timeOut} s during DATA`);
+    if (chunk === 'eof' || chunk === 'timeout') throw clientFailure(s, chunk);
     received(chunk.length);
     const d = decoder.feed(chunk);
     yield d;
@@ -29,6 +28,12 @@ export async function* clientData(s: Session, decoder = new DotDecoder()): Async
       return;
     }
   }
+}
+
+/** The client went away, or fell silent, in the middle of its data. */
+export function clientFailure(s: Session, how: 'eof' | 'timeout'): SiftError | ClientGone {
+  if (how === 'eof') return new ClientGone('client closed the connection during DATA');
+  return new SiftError('CLIENT_TIMEOUT', `client silent for ${s.config.timeOut} s during DATA`);
 }
 
 /** How the message ended, for the log line. */

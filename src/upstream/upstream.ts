@@ -151,10 +151,14 @@ export class Upstream {
   }
 
   private check(r: DrainResult): void {
-    // An 'error' (EPIPE, ECONNRESET) is a connection gone, not a timeout.
-    if (r.kind === 'error') throw new SiftError('UPSTREAM_GONE', `upstream connection failed: ${r.error.message}`);
-    if (r.kind === 'timeout') throw new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
+    if (r.kind === 'error' || r.kind === 'timeout') throw this.writeFailure(r.kind === 'error' ? r.error.message : undefined);
     if (this.closed) throw new SiftError('UPSTREAM_GONE', 'upstream closed the connection');
+  }
+
+  /** A write that failed (`why`, e.g. EPIPE or ECONNRESET: a connection gone) or timed out. */
+  writeFailure(why: string | undefined): SiftError {
+    if (why !== undefined) return new SiftError('UPSTREAM_GONE', `upstream connection failed: ${why}`);
+    return new SiftError('UPSTREAM_TIMEOUT', `upstream did not take data in ${this.timeoutMs / 1000} s`);
   }
 
   /** One round trip: a command line (with its CRLF) and its reply. */
