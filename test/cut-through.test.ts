@@ -250,3 +250,34 @@ test('SIGTERM while a message streams: it is still delivered once, then 421; the
     await up.close();
   }
 });
+
+test('the drain deadline cuts a message still moving on the relay thread, from a client that never hangs up: 421, its upstream connection dropped with no end of data, nothing delivered, exit 0', { timeout: 60_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, CutThrough: 'on', TimeOut: '120' });
+  try {
+    const c = await RawClient.connect(d.port, '127.0.0.1', true);
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    assert.match(await c.command('EHLO client.test'), /^250-/);
+    await envelope(c);
+    assert.equal(await c.command('DATA'), UPSTREAM_354);
+    // Past the first 64 KiB, so on the thread; then the client stalls without an end.
+    c.send(BIG_STUFFED.slice(0, 300_000));
+    const s = up.sessions[0];
+    assert.ok(s);
+    await upstreamRead(s, 250_000);
+    const signalled = Date.now();
+    d.proc.kill('SIGTERM');
+    assert.equal(await c.reply(45_000), '421 4.3.2 Service shutting down, closing connection\r\n');
+    assert.ok(Date.now() - signalled > 25_000, 'cut at the drain deadline, not before');
+    // Then all of it ends within seconds, though the client is still there (TimeOut is 120 s).
+    const soon = <T>(p: Promise<T>, what: string): Promise<T> =>
+      Promise.race([p, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`${what} not within 5 s`)), 5000).unref())]);
+    await soon(upstreamClosed(s), 'the upstream connection closed');
+    assert.equal(up.messages.length, 0);
+    assert.equal(await soon(d.exited, 'the daemon exited'), 0);
+    c.close();
+  } finally {
+    await d.stop();
+    await up.close();
+  }
+});

@@ -21,8 +21,9 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static async connect(port: number, host = '127.0.0.1'): Promise<RawClient> {
-    const socket = connect({ port, host });
+  /** `halfOpen`: the client's side stays open after the server's FIN (a client that never hangs up). */
+  static async connect(port: number, host = '127.0.0.1', halfOpen = false): Promise<RawClient> {
+    const socket = connect({ port, host, allowHalfOpen: halfOpen });
     await once(socket, 'connect');
     return new RawClient(socket);
   }
