@@ -1,8 +1,9 @@
 // CutThrough's relay thread (native/pump.c) on real sockets, in this process: going on from
 // where the event loop's path (DotDecoder, then DotEncoder) left a message, what it writes
 // upstream must be byte for byte what that path writes for the same client bytes, however
-// TCP cuts them, with the same counts and the same bytes left over after the end of data. And a client that stops, falls silent or is
-// cancelled never gets its message ended upstream.
+// TCP cuts them, with the same counts and the same bytes left over after the end of data.
+// And a client that stops, falls silent or is cancelled never gets its message ended
+// upstream.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
