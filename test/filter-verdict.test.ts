@@ -129,6 +129,36 @@ async function pgrep(pattern: string): Promise<number[]> {
   return r.stdout.split('\n').filter((l) => l !== '').map(Number);
 }
 
+test('a program the filter left running in the background is killed when its shell ends (it could still write to the message); the message is delivered', T, async () => {
+  const token = String(Date.now() % 1_000_000).padStart(6, '0');
+  const marker = `30\\.${token}`;
+  // The background program's stdout is the filter's output: the message about to go upstream.
+  const background = `echo $$ > "\${0%/*}/bg.pid"; ( sleep 30.${token}; echo INJECTED ) & cat`;
+  const leftovers: number[] = [];
+  try {
+    await withCases({ background }, {}, async ({ session, up }, sc) => {
+      const c = await session();
+      assert.equal(await sendMessage(c, 'background@example.org', ['b@example.net'], BODY), '250 2.0.0 Ok: queued as Q1\r\n');
+      const pid = Number(sc.read('bg.pid'));
+      assert.ok(pid > 0, 'the filter recorded its pid');
+      await waitFor(() => groupMembers(pid).size === 0, `the filter's process group ${pid} to be empty`, 2000).catch((e: unknown) => {
+        leftovers.push(...groupMembers(pid).keys());
+        throw e;
+      });
+      assert.deepEqual(await pgrep(marker), [], 'the background sleep does not survive');
+      assert.deepEqual(up.messages.map((m) => m.toString('latin1')), [BODY]);
+    });
+  } finally {
+    for (const pid of new Set([...leftovers, ...(await pgrep(marker))])) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+});
+
 test('FilterTimeout: 451 within about a second of the deadline, the whole process group killed (grandchild too), RSET, body never read as commands', T, async () => {
   const token = String(Date.now() % 1_000_000).padStart(6, '0');
   const marker = `6[01]\\.${token}`;

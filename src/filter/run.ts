@@ -1,7 +1,8 @@
 // Running one filter: `/bin/sh -c FilterCommand` in a process group of its own, the message
 // wired to it by the kernel (no byte crosses JavaScript), stderr read for the verdict line.
 // A filter never outlives its time (design invariant 5): at the deadline the whole group,
-// grandchildren included, is killed and the answer comes at once.
+// grandchildren included, is killed and the answer comes at once; when the shell ends
+// first, whatever it left running in the group is killed with it.
 
 import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { Socket } from 'node:net';
@@ -105,6 +106,10 @@ export function runFilter(job: FilterJob): FilterRun {
       if (status) finish(withLine(status, lastLine));
     });
     exited = (code, signal) => {
+      // The verdict is the shell's: what it left running in its group (`prog &`) is killed
+      // now, so that nothing writes to the message once it is being sent, and no filter
+      // outlives its run (design invariant 5). A program meant to stay must leave the group.
+      killGroup(pid, 'SIGKILL');
       status =
         code !== null
           ? { kind: 'exit', code, lastLine: undefined }
