@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { parseConfig } from '../src/config/load.js';
@@ -198,6 +198,45 @@ test('smtpsift makedb writes the lmdb database; a running daemon sees a new one 
       assert.deepEqual(ups.map((u) => u.messages.length), [2, 1, 1]);
     },
   );
+});
+
+test('a file that is not an LMDB database is refused by name, never mapped (lmdb crashed on one): RouteDatabase, CounterDatabase, makedb -o, stats --db', T, () => {
+  const tmp = tempDir('smtpsift-lmdb-');
+  try {
+    const garbage = join(tmp.dir, 'garbage.db');
+    writeFileSync(garbage, Buffer.alloc(12288, 0xa5));
+    const routes = join(tmp.dir, 'routes');
+    const routesText = 'a.test 127.0.0.1:2525\n';
+    writeFileSync(routes, routesText);
+    const conf = join(tmp.dir, 'conf');
+    writeFileSync(conf, `Listen: 127.0.0.1:0\nTempDirectory: ${tmp.dir}\nRouteType: lmdb\nRouteDatabase: ${garbage}\n`);
+    for (const r of [spawnSync(process.execPath, [SMTPSIFTD, '-d', '4', '-f', conf], { encoding: 'utf8', timeout: 10_000 }), smtpsift(['check', '-f', conf])]) {
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`${garbage}: cannot open the route database: not an LMDB database`));
+    }
+    const counters = join(tmp.dir, 'counters.conf');
+    writeFileSync(counters, `Listen: 127.0.0.1:0\nOutAddress: 127.0.0.1:2525\nLogType: counters\nCounterDatabase: ${garbage}\n`);
+    for (const r of [spawnSync(process.execPath, [SMTPSIFTD, '-d', '4', '-f', counters], { encoding: 'utf8', timeout: 10_000 }), smtpsift(['check', '-f', counters])]) {
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`${counters}:4: CounterDatabase: ${garbage}: not an LMDB database`));
+    }
+    const stats = smtpsift(['stats', '--db', garbage]);
+    assert.equal(stats.status, 1, stats.stderr);
+    assert.match(stats.stderr, /cannot open the counters database .*garbage\.db: not an LMDB database/);
+    // makedb onto the route file itself: refused, the file untouched.
+    const onto = smtpsift(['makedb', '-o', routes, routes]);
+    assert.equal(onto.status, 2, onto.stderr);
+    assert.match(onto.stderr, /not an LMDB database/);
+    assert.equal(readFileSync(routes, 'utf8'), routesText);
+    // A mistyped -o directory is an error, not made.
+    const missing = join(tmp.dir, 'no', 'such');
+    const r = smtpsift(['makedb', '-o', join(missing, 'routes.db'), routes]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, /no such directory/);
+    assert.equal(existsSync(join(tmp.dir, 'no')), false);
+  } finally {
+    tmp.remove();
+  }
 });
 
 test('etc/routes.example is a valid route file', () => {

@@ -29,6 +29,7 @@
 
 import { createRequire } from 'node:module';
 import type { MessageEvent } from './event.js';
+import { assertLmdb } from '../lmdb-file.js';
 
 interface LmdbRange {
   key: string;
@@ -121,6 +122,7 @@ export class CounterWriter {
     readonly path: string,
     options: CounterWriterOptions = {},
   ) {
+    assertLmdb(path);
     this.db = lmdb.open({ path, encoding: 'string' });
     this.commitMs = options.commitMs ?? 1000;
     this.onError = options.onError ?? (() => undefined);
@@ -199,6 +201,7 @@ export class CounterReader {
     readonly path: string,
     readOnly = true,
   ) {
+    assertLmdb(path);
     this.db = lmdb.open({ path, encoding: 'string', readOnly });
   }
 

@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { formatAddress, type ListenAddress, type OutAddress } from './addresses.js';
 import { ConfigError, ValueError } from './errors.js';
 import { accountingProblems, type LogType } from '../accounting/logtype.js';
+import { notLmdb } from '../lmdb-file.js';
 import { OPTION_KEYS, SCHEMA, type Config, type OptionKey, type OptionRow } from './schema.js';
 
 const BY_NAME = new Map<string, OptionKey>(
@@ -107,6 +108,13 @@ export function parseConfig(text: string, file: string): Config {
     })) {
       problems.push(`${at('logType')}: ${p.replace(/^LogType /, '')}`);
     }
+    // The counters database, if any (see accountingProblems): lmdb must never map a file
+    // that is not one.
+    const logType = values.logType as LogType;
+    const key = values.counterDatabase !== undefined ? 'counterDatabase' : logType.startsWith('filelog') ? undefined : 'logFile';
+    const db = key === undefined ? undefined : (values[key] as string | undefined);
+    const why = logType.endsWith('counters') && db !== undefined ? notLmdb(db) : undefined;
+    if (key !== undefined && why !== undefined) problems.push(`${at(key)}: ${db}: ${why}`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
   const config = Object.freeze({ ...values, file, lines: setAt }) as Config;

@@ -4,6 +4,7 @@
 // skipLibCheck off), so the package is loaded through require and given this interface.
 
 import { createRequire } from 'node:module';
+import { assertLmdb } from '../lmdb-file.js';
 
 export interface LmdbDatabase {
   get(key: string): string | undefined;
@@ -23,5 +24,6 @@ const lmdb = createRequire(import.meta.url)('lmdb') as LmdbModule;
 
 /** Values are the destination list text (encoding 'string', readable with mdb_dump). */
 export function openLmdb(path: string, readOnly: boolean): LmdbDatabase {
+  assertLmdb(path);
   return lmdb.open({ path, encoding: 'string', readOnly });
 }
