@@ -123,6 +123,87 @@ test('filelog+counters through real sessions: custom LogFormat, every status, wh
   }
 });
 
+test('the default LogFormat (no %status): lines of delivered mail only, so logalyze -f CONF gives the counters\' totals', async () => {
+  const t = tempDir('smtpsift-acct-');
+  const sc = scripts(t.dir);
+  const up = await RecordingUpstream.start();
+  const logFile = join(t.dir, 'mail.log');
+  const db = join(t.dir, 'counters');
+  const d = await startDaemon({
+    OutAddress: `127.0.0.1:${up.port}`,
+    FilterCommand: sc.script('filter.sh', FILTER),
+    LogType: 'filelog+counters',
+    LogFile: logFile,
+    CounterDatabase: db,
+  });
+  try {
+    const c = await connect(d);
+    const one = 'Subject: one\r\n\r\nfine\r\n';
+    const two = 'Subject: two\r\n\r\nalso fine, a little longer\r\n';
+    assert.match(await send(c, 's@x.example', ['a@a.example', 'b@b.example'], one), /^250 /);
+    assert.match(await send(c, 's@x.example', ['a@a.example'], 'Subject: r\r\n\r\nREJECTME\r\n'), /^550 /);
+    assert.match(await send(c, 's@x.example', ['a@a.example'], 'Subject: t\r\n\r\nTEMPME\r\n'), /^451 /);
+    assert.match(await send(c, 's@x.example', ['a@a.example'], 'Subject: d\r\n\r\nDROPME\r\n'), /^250 2\.0\.0 dropped/);
+    assert.match(await send(c, 's@x.example', ['a@a.example'], two), /^250 /);
+    c.close();
+    // A line for a rejected, temp-failed or dropped message would read as traffic: none.
+    const l = await waitFor(() => lines(logFile).length >= 2 && lines(logFile), 'two log lines');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(lines(logFile).length, 2, lines(logFile).join('\n'));
+    assert.match(l[0] ?? '', new RegExp(`^.+: ${one.length} bytes from <s@x\\.example> \\[127\\.0\\.0\\.1\\] to \\[127\\.0\\.0\\.1:${up.port}\\] for 'a@a\\.example,b@b\\.example'$`));
+    // -f CONF: the daemon's own config file, so its (default) LogFormat.
+    const fromLog = await runSift(['logalyze', '-f', d.configFile, '--json', logFile]);
+    assert.equal(fromLog.status, 0, fromLog.stderr);
+    assert.equal(await d.stop(), 0); // commits the counters
+    const expected = { bytes: one.length + two.length, messages: 2 };
+    assert.deepEqual((JSON.parse(fromLog.stdout) as { total: unknown }).total, expected);
+    assert.deepEqual((await stats(db, 'domain')).total, expected);
+    assert.deepEqual((await stats(db, 'dest')).total, expected);
+  } finally {
+    await d.stop();
+    await up.close();
+    t.remove();
+  }
+});
+
+test('SMTPUTF8 addresses: the accounting line has the bytes the client sent, counters the decoded domain', async () => {
+  const t = tempDir('smtpsift-acct-');
+  const up = await RecordingUpstream.start();
+  const logFile = join(t.dir, 'mail.log');
+  const db = join(t.dir, 'counters');
+  const d = await startDaemon({
+    OutAddress: `127.0.0.1:${up.port}`,
+    LogType: 'filelog+counters',
+    LogFile: logFile,
+    CounterDatabase: db,
+    LogFormat: '%status|%sender|%rcpts|%helo',
+  });
+  try {
+    const c = await RawClient.connect(d.port);
+    assert.match(await c.reply(), /^220 /);
+    // RawClient sends a string's characters as bytes: these are the UTF-8 bytes.
+    const utf8 = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');
+    assert.match(await c.command(utf8('EHLO hôte.example')), /^250[ -]/);
+    assert.match(await send(c, utf8('sénder@e2e.test'), [utf8('jürgen@Bücher.example'), 'x@plain.example'], 'Subject: u\r\n\r\nbody\r\n'), /^250 /);
+    // Not UTF-8 (a lone latin1 byte): '?' in the line, which stays valid UTF-8.
+    assert.match(await send(c, 'l\xe4tin@e2e.test', ['y@plain.example'], 'Subject: l\r\n\r\nbody\r\n'), /^250 /);
+    c.close();
+    await waitFor(() => lines(logFile).length === 2, 'two log lines');
+    // Bytes in = bytes out, upstream and log alike.
+    assert.equal(up.commands.find((x) => x.startsWith('MAIL')), `MAIL FROM:<${utf8('sénder@e2e.test')}>\r\n`);
+    const raw = readFileSync(logFile);
+    assert.equal(raw.toString('utf8'), 'delivered|sénder@e2e.test|jürgen@Bücher.example,x@plain.example|hôte.example\ndelivered|l?tin@e2e.test|y@plain.example|hôte.example\n');
+    assert.equal(await d.stop(), 0);
+    const r = await runSift(['stats', '--db', db, '--json', '--domain', 'BÜCHER.example']);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual((JSON.parse(r.stdout) as { rows: unknown }).rows, [{ key: 'bücher.example', bytes: 'Subject: u\r\n\r\nbody\r\n'.length, messages: 1 }]);
+  } finally {
+    await d.stop();
+    await up.close();
+    t.remove();
+  }
+});
+
 test('LogType syslog in routed mode: lines on SyslogSocket, %dhost the host used', async () => {
   const t = tempDir('smtpsift-acct-');
   const sock = join(t.dir, 'log.sock');

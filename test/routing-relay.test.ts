@@ -6,6 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseRelayAcl } from '../src/routing/acl.js';
 import { smtpsift, withRouted } from './helpers/routing.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { configFile } from './helpers/process.js';
 import type { Routed } from './helpers/routing.js';
 
 const T = { timeout: 20_000 };
@@ -89,4 +92,36 @@ test('smtpsift check warns about AllowRelayFrom: * (an open relay) but accepts i
     assert.equal(await tryRelay(r), '250 2.1.5 Ok\r\n');
     await r.d.waitForLog(/AllowRelayFrom: \* lets every client relay/);
   });
+});
+
+test('smtpsift check warns about every AllowRelayFrom entry that matches a whole address family, and relay options with nodb', () => {
+  const warnings = (lines: string): string[] => {
+    const c = configFile('');
+    try {
+      writeFileSync(join(c.dir, 'routes'), 'a.test 127.0.0.1:2525\n');
+      writeFileSync(c.file, `TempDirectory: ${c.spool}\n${lines.replace(/ROUTES/g, join(c.dir, 'routes'))}`);
+      const out = smtpsift(['check', '-f', c.file]);
+      assert.equal(out.status, 0, out.stderr);
+      // (Run as root in CI, check also warns about the missing User: not what this is about.)
+      return out.stderr.split('\n').filter((l) => /Relay/.test(l)).map((l) => l.replace(c.file, 'CONF'));
+    } finally {
+      c.remove();
+    }
+  };
+  const file = 'RouteType: file\nRouteDatabase: ROUTES\nSendRelayTo: 127.0.0.1:10026\n';
+  assert.deepEqual(warnings(`${file}AllowRelayFrom: 10.0.0.0/8, 192.168.*.*, *.*.*.*, 0.0.0.0/0, ::/0, ::ffff:0:0/96, 2000::/3, 10.0.0.0/0\n`), [
+    "smtpsift: warning: CONF:5: AllowRelayFrom: '*.*.*.*' matches every IPv4 address: each such client may relay to any domain, an open relay",
+    "smtpsift: warning: CONF:5: AllowRelayFrom: '0.0.0.0/0' matches every IPv4 address: each such client may relay to any domain, an open relay",
+    "smtpsift: warning: CONF:5: AllowRelayFrom: '::/0' matches every address: each such client may relay to any domain, an open relay",
+    "smtpsift: warning: CONF:5: AllowRelayFrom: '::ffff:0:0/96' matches every IPv4 address: each such client may relay to any domain, an open relay",
+    "smtpsift: warning: CONF:5: AllowRelayFrom: '10.0.0.0/0' matches every IPv4 address: each such client may relay to any domain, an open relay",
+  ]);
+  assert.deepEqual(warnings(`${file}AllowRelayFrom: *\n`), ['smtpsift: warning: CONF:5: AllowRelayFrom: * lets every client relay to any domain: an open relay']);
+  assert.deepEqual(warnings(`${file}AllowRelayFrom: 10.0.0.0/8, 192.168.*.*, 2001:db8::/32, 0.0.0.0/1\n`), []);
+  // nodb: every recipient goes to RouteDefault; AllowRelayFrom and SendRelayTo do nothing.
+  assert.deepEqual(warnings('RouteType: nodb\nRouteDefault: 127.0.0.1:2525\nAllowRelayFrom: 10.0.0.0/8\nSendRelayTo: 127.0.0.1:10026\n'), [
+    'smtpsift: warning: CONF:4: AllowRelayFrom: has no effect with RouteType nodb: every recipient goes to RouteDefault, and its upstream decides what it accepts',
+    'smtpsift: warning: CONF:5: SendRelayTo: has no effect with RouteType nodb: every recipient goes to RouteDefault, and its upstream decides what it accepts',
+  ]);
+  assert.deepEqual(warnings('RouteType: nodb\nRouteDefault: 127.0.0.1:2525\n'), []);
 });

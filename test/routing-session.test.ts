@@ -6,9 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { lines, verbs } from './helpers/relay.js';
 import { withRouted } from './helpers/routing.js';
+import { waitFor } from './helpers/process.js';
+import { existsSync, readFileSync } from 'node:fs';
 import type { RawClient } from './helpers/client.js';
 
 const T = { timeout: 20_000 };
+
+/** The UTF-8 bytes of `text`, as the one-character-per-byte string RawClient sends. */
+const utf8 = (text: string): string => Buffer.from(text, 'utf8').toString('latin1');
 
 async function message(c: RawClient, body = 'Subject: r\r\n\r\nbody\r\n'): Promise<string> {
   assert.match(await c.command('DATA'), /^354 /);
@@ -83,11 +88,45 @@ test('subdomain wildcard, exact entry over wildcard, IDN and case: each domain t
     await route('x@b.test', 2);
     await route('x@sub.b.test', 1);
     await route('x@xn--bcher-kva.test', 2);
-    await route('x@BÜCHER.test', 2);
+    // An SMTPUTF8 client sends UTF-8 bytes (RawClient sends a string's characters as bytes).
+    await route(utf8('x@BÜCHER.test'), 2);
     // Not example.com itself for `.b.test` alone, and no route for an unknown domain.
     assert.equal(await c.command('MAIL FROM:<s@example.org>'), '250 2.1.0 Ok\r\n');
     assert.equal(await c.command('RCPT TO:<x@a.test.evil>'), '550 5.7.1 Relaying denied\r\n');
   });
+});
+
+test('SMTPUTF8: a UTF-8 domain finds its route in either form; relayed and logged as the bytes the client sent', T, async () => {
+  const routes = (at: (i: number) => string): string => `bücher.example ${at(0)}\nxn--mller-kva.example ${at(1)}\n`;
+  await withRouted(
+    {
+      routes,
+      config: (_at, dir) => ({ RouteType: 'file', RouteDatabase: `${dir}/routes`, LogType: 'filelog', LogFile: `${dir}/acct.log`, LogFormat: '%status %sender|%rcpts [%dhost]' }),
+    },
+    async ({ ups, session, dir, at }) => {
+      const c = await session();
+      assert.equal(await c.command(utf8('MAIL FROM:<sénder@e2e.test>')), '250 2.1.0 Ok\r\n');
+      assert.equal(await c.command(utf8('RCPT TO:<jürgen@bücher.example>')), '250 2.1.5 Ok\r\n');
+      assert.match(await message(c), /^250 /);
+      // The U-label in the route file, the A-label here, and the reverse.
+      assert.equal(await c.command('MAIL FROM:<s@e2e.test>'), '250 2.1.0 Ok\r\n');
+      assert.equal(await c.command('RCPT TO:<u@xn--bcher-kva.example>'), '250 2.1.5 Ok\r\n');
+      assert.equal(await c.command('RSET'), '250 2.0.0 Ok\r\n');
+      assert.equal(await c.command('MAIL FROM:<s@e2e.test>'), '250 2.1.0 Ok\r\n');
+      assert.equal(await c.command(utf8('RCPT TO:<u@MÜLLER.example>')), '250 2.1.5 Ok\r\n');
+      assert.equal(await c.command('RSET'), '250 2.0.0 Ok\r\n');
+      // Bytes that are not UTF-8 are no domain at all.
+      assert.equal(await c.command('MAIL FROM:<s@e2e.test>'), '250 2.1.0 Ok\r\n');
+      assert.equal(await c.command('RCPT TO:<u@b\xfccher.example>'), '550 5.7.1 Relaying denied\r\n');
+      // The upstream got the client's bytes, not a re-encoding.
+      const up = ups[0]?.sessions[0]?.commands ?? [];
+      assert.ok(up.includes(utf8('MAIL FROM:<sénder@e2e.test>\r\n')), up.join(''));
+      assert.ok(up.includes(utf8('RCPT TO:<jürgen@bücher.example>\r\n')), up.join(''));
+      assert.equal(ups[1]?.sessions.length, 1);
+      const log = await waitFor(() => (existsSync(`${dir}/acct.log`) ? readFileSync(`${dir}/acct.log`, 'utf8') : undefined), 'the accounting line');
+      assert.equal(log, `delivered sénder@e2e.test|jürgen@bücher.example [${at(0)}]\n`);
+    },
+  );
 });
 
 test('a recipient of another destination list gets 452 4.5.3; a later transaction may route elsewhere', T, async () => {

@@ -50,6 +50,48 @@ test('route file syntax: FILE:LINE for each bad line', () => {
   assert.deepEqual(ok.map((e) => [e.key, e.text]), [['ok.test', '10.0.0.1:25'], ['.wild.test', '[2001:db8::1]:2525,10.0.0.2:25']]);
 });
 
+test('route file names that are not domains, and a domain given twice: FILE:LINE each, exit 2 (daemon, check, makedb)', T, () => {
+  const text =
+    'ok.test 10.0.0.1\n* 10.0.0.2\n*.wild.test 10.0.0.3\na..test 10.0.0.4\n-bad-.test 10.0.0.5\nunder_score.test 10.0.0.6\n' +
+    `${'x'.repeat(64)}.test 10.0.0.7\nOK.test. 10.0.0.8\nbücher.test 10.0.0.9\nxn--bcher-kva.test 10.0.0.9\n.sub.test 10.0.0.1\nsub.test 10.0.0.1\n.SUB.test 10.0.0.2\n`;
+  const expected = [
+    "routes:2: '*' is not a domain; there is no catch-all route (AllowRelayFrom clients' mail for other domains goes to SendRelayTo)",
+    "routes:3: '*.wild.test' is not a domain; write '.wild.test' for its subdomains",
+    "routes:4: 'a..test' is not a domain",
+    "routes:5: '-bad-.test' is not a domain",
+    "routes:6: 'under_score.test' is not a domain",
+    `routes:7: '${'x'.repeat(64)}.test' is not a domain`,
+    "routes:8: 'OK.test.' is already routed at line 1 (as ok.test)",
+    "routes:10: 'xn--bcher-kva.test' is already routed at line 9",
+    "routes:13: '.SUB.test' is already routed at line 11",
+  ];
+  assert.deepEqual(problems(() => parseRouteText(text, 'routes')), expected);
+  // What is left is a good table: the exact entry and the wildcard of one name are two keys.
+  const good = parseRouteText('bücher.test 10.0.0.9\n.sub.test 10.0.0.1\nsub.test 10.0.0.1\nlocalhost 127.0.0.1\n', 'r');
+  assert.deepEqual(good.map((e) => e.key), ['xn--bcher-kva.test', '.sub.test', 'sub.test', 'localhost']);
+
+  const tmp = tempDir('smtpsift-routes-');
+  try {
+    const routes = join(tmp.dir, 'routes');
+    writeFileSync(routes, text);
+    const conf = join(tmp.dir, 'conf');
+    writeFileSync(conf, `Listen: 127.0.0.1:0\nTempDirectory: ${tmp.dir}\nRouteType: file\nRouteDatabase: ${routes}\n`);
+    const want = expected.map((e) => `${routes}${e.slice('routes'.length)}`);
+    const daemon = spawnSync(process.execPath, [SMTPSIFTD, '-d', '4', '-f', conf], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(daemon.status, 2, daemon.stderr);
+    for (const w of want) assert.ok(daemon.stderr.includes(`smtpsiftd: ${w}\n`), `${w}\n${daemon.stderr}`);
+    const check = smtpsift(['check', '-f', conf]);
+    assert.equal(check.status, 2);
+    assert.equal(check.stderr.replace(/^smtpsift: warning: .*\n/gm, ''), want.map((w) => `smtpsift: ${w}\n`).join(''));
+    const makedb = smtpsift(['makedb', '-o', join(tmp.dir, 'routes.db'), routes]);
+    assert.equal(makedb.status, 2);
+    assert.equal(makedb.stderr, want.map((w) => `smtpsift: ${w}\n`).join(''));
+    assert.equal(existsSync(join(tmp.dir, 'routes.db')), false);
+  } finally {
+    tmp.remove();
+  }
+});
+
 test('configuration: RouteType with OutAddress or TransparentProxy, missing RouteDatabase/RouteDefault, routed options alone', () => {
   assert.deepEqual(problems(() => parseConfig('RouteType: file\nRouteDatabase: /x\nOutAddress: 10.0.0.1:25\n', 'c')), [
     'c:3: OutAddress: cannot be combined with RouteType (routed mode chooses the upstream per recipient domain)',

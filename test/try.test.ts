@@ -371,7 +371,17 @@ test('usage and configuration errors exit with 2', T, async () => {
     assert.equal(invalid.status, 2);
     assert.match(invalid.stderr, /:2: .*FilterType/);
     assert.match(invalid.stderr, /:3: /);
-    for (const r of [unknownFlag, missing, invalid]) assert.equal(r.stdout, '');
+    // --client and --server are IP addresses (smtpsift(1)): anything else is a usage error,
+    // before the filter runs.
+    const notIp = await runTry(['-f', good.file, '--client', 'notanip'], 'Subject: x\r\n\r\nx\r\n');
+    assert.equal(notIp.status, 2);
+    assert.match(notIp.stderr, /--client: 'notanip' is not an IP address/);
+    const notIpServer = await runTry(['-f', good.file, '--server', '127.0.0.1:25'], 'Subject: x\r\n\r\nx\r\n');
+    assert.equal(notIpServer.status, 2);
+    assert.match(notIpServer.stderr, /--server: '127\.0\.0\.1:25' is not an IP address/);
+    const v6 = await runTry(['-f', good.file, '--client', '2001:db8::7'], 'Subject: x\r\n\r\nx\r\n');
+    assert.equal(v6.status, 0, v6.stderr);
+    for (const r of [unknownFlag, missing, invalid, notIp, notIpServer]) assert.equal(r.stdout, '');
   } finally {
     good.remove();
     bad.remove();

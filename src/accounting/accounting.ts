@@ -10,7 +10,7 @@ export { parseLogType } from './logtype.js';
 export { accountingProblems, type LogType };
 import type { MessageEvent } from './event.js';
 import { FileLog } from './filelog.js';
-import { compileLogFormat, DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, type Renderer } from './format.js';
+import { compileLogFormat, DEFAULT_DATE_FORMAT, DEFAULT_LOG_FORMAT, parseLogFormat, type Renderer } from './format.js';
 import { createRequire } from 'node:module';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -67,6 +67,8 @@ export interface AccountingOptions {
 
 export class Accounting {
   private readonly render: Renderer;
+  /** Whether the LogFormat has %status, so that a line can say its message was not delivered. */
+  private readonly linesSayStatus: boolean;
   private readonly file: FileLog | undefined;
   private readonly syslog: SyslogLines | undefined;
   private readonly counters: CounterWriter | undefined;
@@ -75,7 +77,9 @@ export class Accounting {
   constructor(o: AccountingOptions) {
     const problems = accountingProblems(o);
     if (problems.length > 0) throw new Error(problems.join('; '));
-    this.render = compileLogFormat(o.logFormat ?? DEFAULT_LOG_FORMAT, o.logDateFormat ?? DEFAULT_DATE_FORMAT);
+    const format = o.logFormat ?? DEFAULT_LOG_FORMAT;
+    this.render = compileLogFormat(format, o.logDateFormat ?? DEFAULT_DATE_FORMAT);
+    this.linesSayStatus = parseLogFormat(format).some((p) => 'token' in p && p.token === 'status');
     const onError = o.onError ?? (() => undefined);
     if ((o.logType === 'filelog' || o.logType === 'filelog+counters') && o.logFile) this.file = new FileLog(o.logFile, { onError });
     if (o.logType === 'syslog' || o.logType === 'syslog+counters') this.syslog = new SyslogLines(o.ident ?? 'smtpsiftd', o.syslogSocket ?? '/dev/log');
@@ -85,9 +89,15 @@ export class Accounting {
     }
   }
 
-  /** One event per message; never throws, never waits. */
+  /**
+   * One event per message; never throws, never waits. A line is written for every message
+   * when the LogFormat has %status, and for delivered messages only when it has not: such a
+   * line (Moxy's default format is one) reads as traffic, and logalyze, as operators billing
+   * from it, would count a rejected or temp-failed message as delivered.
+   */
   record(event: MessageEvent): void {
-    if (this.file !== undefined || this.syslog !== undefined) {
+    const lined = this.linesSayStatus || event.status === 'delivered';
+    if (lined && (this.file !== undefined || this.syslog !== undefined)) {
       const line = this.render(event);
       this.file?.write(line);
       this.syslog?.write(line);

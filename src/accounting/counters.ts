@@ -253,6 +253,20 @@ export class CounterReader {
     return [...rows].map(([key, c]) => ({ key, ...c }));
   }
 
+  /**
+   * The messages and bytes a query's rows are about, each message once: from the per-day
+   * counters, which count a message once whatever its domains. The rows of --by domain
+   * count a message to two domains in both, so they may add up to more than this.
+   */
+  total(q: Query): Count {
+    const t = { bytes: 0, messages: 0 };
+    for (const r of this.query({ by: 'day', domain: q.domain, since: q.since, until: q.until })) {
+      t.bytes += r.bytes;
+      t.messages += r.messages;
+    }
+    return t;
+  }
+
   /** Forgets a domain: its total and its per-day counts (days and destinations keep theirs). */
   reset(domain: string): number {
     const d = domain.toLowerCase();

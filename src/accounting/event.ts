@@ -6,12 +6,18 @@
 // it never does I/O.
 
 import { randomBytes } from 'node:crypto';
+import { utf8Display } from '../smtp/utf8.js';
 
 /** What became of the message (`%status`). */
 export type MessageStatus = 'delivered' | 'rejected' | 'dropped' | 'tempfail' | 'aborted';
 
 export const STATUSES: readonly MessageStatus[] = ['delivered', 'rejected', 'dropped', 'tempfail', 'aborted'];
 
+/**
+ * The sender, recipients, HELO and reply are protocol text as the session holds it, one
+ * character per byte (latin1), so an SMTPUTF8 address is its UTF-8 bytes here; the sinks
+ * decode it (format.ts clean(), recipientDomains()).
+ */
 export interface MessageEvent {
   /** Unique per message (`%id`); see newMessageId(). */
   readonly id: string;
@@ -37,7 +43,7 @@ export interface MessageEvent {
   readonly size: number;
   /** From MAIL FROM to the final reply, in milliseconds (`%duration`). */
   readonly durationMs: number;
-  /** Distinct recipient domains, lower case, in order of first acceptance (recipientDomains()). */
+  /** Distinct recipient domains, decoded text in lower case, in order of first acceptance (recipientDomains()). */
   readonly domains: readonly string[];
 }
 
@@ -56,14 +62,15 @@ export function messageEvent(facts: EventFacts): MessageEvent {
 /**
  * Distinct recipient domains in acceptance order. Domains compare case-insensitively
  * (RFC 5321 §2.4), so they are lower-cased; a recipient with no `@` (e.g. `postmaster`)
- * has no domain and is not counted per domain.
+ * has no domain and is not counted per domain. The bytes are decoded as UTF-8 (RFC 6531),
+ * so `bücher.example` is counted as the text `stats --domain bücher.example` asks for.
  */
 export function recipientDomains(recipients: readonly string[]): string[] {
   const seen = new Set<string>();
   for (const r of recipients) {
     const at = r.lastIndexOf('@');
     if (at < 0 || at === r.length - 1) continue;
-    seen.add(r.slice(at + 1).toLowerCase().replace(/\.$/, ''));
+    seen.add(utf8Display(r.slice(at + 1)).toLowerCase().replace(/\.$/, ''));
   }
   return [...seen];
 }

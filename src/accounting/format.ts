@@ -7,6 +7,7 @@
 // the run of letters is the unknown token the start-up error names (`%bogus`).
 
 import type { MessageEvent } from './event.js';
+import { utf8Display } from '../smtp/utf8.js';
 
 /** Moxy's own example (moxy-setup.txt): the default LogFormat. */
 export const DEFAULT_LOG_FORMAT = "%date: %msize bytes from <%sender> [%shost] to [%dhost] for '%rcpts'";
@@ -65,12 +66,16 @@ export function validateLogFormat(format: string): string | undefined {
 }
 
 /**
- * A log line must stay one line whatever the client sent: control characters in untrusted
- * values (HELO, addresses, the upstream's reply text) become '?'. No length cap, so that
- * logalyze can read every field back.
+ * An untrusted value (HELO, addresses, the upstream's reply text) as it goes in a line.
+ * The event holds protocol text, one character per byte: decoded as UTF-8, so that the
+ * line (written as UTF-8) carries the client's own bytes for an SMTPUTF8 address, never a
+ * re-encoding of them; bytes that are not UTF-8 become '?'. A line must stay one line
+ * whatever the client sent: control characters (C0, DEL, C1) and the Unicode line and
+ * paragraph separators become '?' too. No length cap, so that logalyze can read every
+ * field back.
  */
 function clean(value: string): string {
-  return value.replace(/[\x00-\x1f\x7f]/g, '?');
+  return utf8Display(value).replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, '?');
 }
 
 function field(token: Token, e: MessageEvent, dateFormat: string): string {

@@ -10,15 +10,18 @@ export interface ReportRow {
 export interface Report {
   readonly by: string;
   readonly rows: readonly ReportRow[];
-  /** The sum of the rows shown (with --by domain a message to two domains is in both rows). */
+  /**
+   * Every message once: the sum of the rows, or the caller's own count where one message
+   * can be in several rows (stats --by domain: a message to two domains is in both).
+   */
   readonly total: { readonly bytes: number; readonly messages: number };
 }
 
-/** Largest first; equal bytes by key, so the output is stable. */
-export function report(by: string, rows: readonly ReportRow[]): Report {
+/** Largest first; equal bytes by key, so the output is stable. `total` defaults to the rows' sum. */
+export function report(by: string, rows: readonly ReportRow[], total?: { readonly bytes: number; readonly messages: number }): Report {
   const sorted = [...rows].sort((a, b) => b.bytes - a.bytes || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const total = sorted.reduce((t, r) => ({ bytes: t.bytes + r.bytes, messages: t.messages + r.messages }), { bytes: 0, messages: 0 });
-  return { by, rows: sorted, total };
+  const sum = sorted.reduce((t, r) => ({ bytes: t.bytes + r.bytes, messages: t.messages + r.messages }), { bytes: 0, messages: 0 });
+  return { by, rows: sorted, total: total ?? sum };
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];

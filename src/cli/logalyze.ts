@@ -3,6 +3,11 @@
 // format itself (src/accounting/format.ts), so any LogFormat with %msize can be read back.
 // Streaming, line by line: memory grows with the number of distinct keys, never with the
 // size of the log (issue 6, "Tools").
+//
+// What counts is what the counters count: delivered messages. With %status in the format,
+// only `delivered` lines count unless --status names another status (or `all`); without it
+// every line counts, as smtpsiftd writes lines of delivered messages only in such a format
+// (src/accounting/accounting.ts record()).
 
 import { createReadStream, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -59,6 +64,7 @@ export async function logalyze(args: string[]): Promise<number> {
   let parser: LineParser;
   let key: Token;
   const filters: [Token, RegExp][] = [];
+  let status: string | undefined;
   try {
     if (values.file !== undefined && values.format !== undefined) throw new UsageError('-f and --format exclude each other');
     if (positionals.length === 0) throw new UsageError('no log file given (use - for standard input)');
@@ -85,10 +91,12 @@ export async function logalyze(args: string[]): Promise<number> {
         filters.push([t, re]);
       }
     }
-    if (values.status !== undefined) {
-      if (!STATUSES.includes(values.status as MessageStatus)) throw new UsageError(`--status: '${values.status}' is not one of ${STATUSES.join(', ')}`);
-      need('status', '--status');
+    if (values.status !== undefined && values.status !== 'all') {
+      if (!STATUSES.includes(values.status as MessageStatus)) throw new UsageError(`--status: '${values.status}' is not one of ${STATUSES.join(', ')} or all`);
+      if (values.status !== 'delivered') need('status', `--status ${values.status}`);
     }
+    // Lines to count: those of this status; undefined for every line.
+    status = !parser.tokens.has('status') || values.status === 'all' ? undefined : (values.status ?? 'delivered');
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`smtpsift: ${e.message}\n`);
@@ -110,7 +118,7 @@ export async function logalyze(args: string[]): Promise<number> {
           unparsed++;
           continue;
         }
-        if (values.status !== undefined && f.status !== values.status) continue;
+        if (status !== undefined && f.status !== status) continue;
         if (!filters.every(([t, re]) => re.test(f[t] ?? ''))) continue;
         const raw = f[key] ?? '';
         const k = key === 'sender' && raw === '' ? '<>' : raw;

@@ -6,7 +6,7 @@ import { ConfigError } from '../config/errors.js';
 import { formatConfig, loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
 import { resolveSystem, StartupError } from '../server/system.js';
-import { Router } from '../routing/router.js';
+import { relayWarnings, Router } from '../routing/router.js';
 import { makedb } from './makedb.js';
 import { logalyze } from './logalyze.js';
 import { stats } from './stats.js';
@@ -42,9 +42,7 @@ function check(args: string[]): number {
     if (config.routeType !== undefined) {
       // The route table is part of what the daemon would refuse: FILE:LINE errors, exit 2.
       void new Router(config, undefined).close();
-      if (config.allowRelayFrom?.everyone === true) {
-        warn(`${config.file}:${config.lines.get('allowRelayFrom') ?? ''}: AllowRelayFrom: * lets every client relay to any domain: an open relay`);
-      }
+      for (const w of relayWarnings(config)) warn(w);
     }
     process.stdout.write(formatConfig(config));
     return 0;

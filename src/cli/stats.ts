@@ -80,8 +80,9 @@ export async function stats(args: string[]): Promise<number> {
       return 1;
     }
     try {
-      const rows = reader.query({ by, domain: values.domain, since, until });
-      const r = report(by, rows);
+      const q = { by, domain: values.domain, since, until };
+      // The total is each message once (per-day counters), not the sum of the domain rows.
+      const r = report(by, reader.query(q), reader.total(q));
       process.stdout.write(values.json ? formatJson(r) : values.chart ? formatChart(r) : formatTable(r));
     } finally {
       await reader.close();

@@ -2,6 +2,7 @@
 // (same environment, same verdict code path, same Header), for filter authors.
 
 import { accessSync, constants, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -32,6 +33,13 @@ export async function tryFilter(args: string[]): Promise<number> {
       debug: { type: 'boolean', short: 'd' },
     },
   });
+  // CLIENT and SERVER are socket addresses in the daemon, always IPs (smtpsift(1): --client
+  // IP, --server IP); a filter tried with anything else would see what no session gives it.
+  // --remote stays free text: REMOTE is XFORWARD's ADDR as the client sent it.
+  for (const opt of ['client', 'server'] as const) {
+    const v = values[opt];
+    if (v !== undefined && isIP(v) === 0) throw new Error(`--${opt}: '${v}' is not an IP address`);
+  }
   const config = loadConfig(values.file ?? DEFAULT_CONFIG);
   const log = new Logger(stderrSink('smtpsift'), values.debug ? 4 : 1);
   if (config.filterType === 'reject') {

@@ -8,7 +8,7 @@
 
 import { stat, statSync, type Stats } from 'node:fs';
 import { openLmdb, type LmdbDatabase } from './lmdb.js';
-import type { Config, RouteType } from '../config/schema.js';
+import { problemAt, type Config, type RouteType } from '../config/schema.js';
 import { ConfigError } from '../config/errors.js';
 import { SiftError } from '../errors.js';
 import type { Logger } from '../log/logger.js';
@@ -202,4 +202,25 @@ function statOrUndefined(file: string): Stats | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What `smtpsift check` warns about in the relay settings, as `FILE:LINE: Option: why`:
+ * each AllowRelayFrom entry that alone matches a whole address family (an open relay for
+ * those clients: `*`, `*.*.*.*`, `0.0.0.0/0`, `::/0`), and AllowRelayFrom or SendRelayTo
+ * with RouteType nodb, where they do nothing (every recipient goes to RouteDefault).
+ */
+export function relayWarnings(config: Config): string[] {
+  if (config.routeType === 'nodb') {
+    return (['allowRelayFrom', 'sendRelayTo'] as const)
+      .filter((key) => config[key] !== undefined)
+      .map((key) => problemAt(config, key, 'has no effect with RouteType nodb: every recipient goes to RouteDefault, and its upstream decides what it accepts'));
+  }
+  return (config.allowRelayFrom?.open ?? []).map(({ item, matches }) =>
+    problemAt(
+      config,
+      'allowRelayFrom',
+      item === '*' ? '* lets every client relay to any domain: an open relay' : `'${item}' matches ${matches}: each such client may relay to any domain, an open relay`,
+    ),
+  );
 }

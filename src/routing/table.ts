@@ -3,7 +3,9 @@
 // case-insensitively in their IDNA (A-label) form, so `Bücher.example` and
 // `xn--bcher-kva.example` are one domain. `.example.com` matches every subdomain of
 // example.com (not example.com itself), and an exact entry wins over any wildcard; the
-// longest wildcard wins among wildcards.
+// longest wildcard wins among wildcards. A line whose name is not a domain by RFC 5321's
+// syntax (`*`, `*.example.com`, `a..example`, `-x-.example`) or that names a domain a
+// second time is an error: such a line could never match, or silently lose to the other.
 
 import { readFileSync } from 'node:fs';
 import { domainToASCII } from 'node:url';
@@ -15,6 +17,22 @@ export function normalizeDomain(domain: string): string {
   const d = domain.trim().replace(/\.$/, '');
   if (d === '' || d.startsWith('.')) return '';
   return domainToASCII(d.toLowerCase());
+}
+
+/**
+ * Whether a normalised name is a domain by RFC 5321 §4.1.2 (sub-domain = Let-dig
+ * [Ldh-str]): labels of letters, digits and inner hyphens, 1 to 63 characters, 253 in
+ * all. A route file line is checked with this; recipients are looked up as they come.
+ */
+export function isDomain(ascii: string): boolean {
+  return ascii.length <= 253 && ascii.split('.').every((l) => /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/.test(l));
+}
+
+/** Why a route file name is not a domain, with the form that was probably meant. */
+function notADomain(name: string): string {
+  if (name === '*') return `'*' is not a domain; there is no catch-all route (AllowRelayFrom clients' mail for other domains goes to SendRelayTo)`;
+  if (name.startsWith('*.')) return `'${name}' is not a domain; write '${name.slice(1)}' for its subdomains`;
+  return `'${name}' is not a domain`;
 }
 
 /** Something that maps a key (`example.com` or `.example.com`) to its destination text or list. */
@@ -46,6 +64,8 @@ export interface RouteEntry {
 /** Parses a flat route file; throws ConfigError with every `FILE:LINE: why`. */
 export function parseRouteText(text: string, file: string): RouteEntry[] {
   const entries = new Map<string, RouteEntry>();
+  /** The line each key was first given on, to name it when the key comes again. */
+  const lineOf = new Map<string, number>();
   const problems: string[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.replace(/\r$/, '').trim();
@@ -60,13 +80,20 @@ export function parseRouteText(text: string, file: string): RouteEntry[] {
     }
     const wildcard = name.startsWith('.');
     const key = normalizeDomain(wildcard ? name.slice(1) : name);
-    if (key === '') {
-      problems.push(`${at}: '${name}' is not a domain`);
+    if (!isDomain(key)) {
+      problems.push(`${at}: ${notADomain(name)}`);
       return;
     }
+    const k = wildcard ? `.${key}` : key;
+    const first = lineOf.get(k);
+    if (first !== undefined) {
+      // An error, not last-one-wins: which destination a domain has must be visible in the file.
+      problems.push(`${at}: '${name}' is already routed at line ${first}${name.toLowerCase() === k ? '' : ` (as ${k})`}`);
+      return;
+    }
+    lineOf.set(k, i + 1);
     try {
       const list = parseDestinationList(dest.replace(/\s*,\s*/g, ','));
-      const k = wildcard ? `.${key}` : key;
       entries.set(k, { key: k, list, text: list.key });
     } catch (e) {
       if (!(e instanceof ValueError)) throw e;

@@ -14,6 +14,7 @@ import { SiftError } from '../errors.js';
 import { formatHost, type DestinationList } from '../routing/destinations.js';
 import { pathOf, xclientAddr } from '../smtp/command.js';
 import { isSuccess, reply, type Reply } from '../smtp/reply.js';
+import { utf8Text } from '../smtp/utf8.js';
 import { receiveMessage } from './data.js';
 import { refuse, refusesAll, sendXclient, xclient, type Handler } from './handlers.js';
 import type { Outcome, Session } from './session.js';
@@ -30,10 +31,16 @@ function xtext(value: string): string {
   return value.replace(/[^\x21-\x2a\x2c-\x3c\x3e-\x7e]/g, (c) => `+${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
-/** The domain of a recipient path (after the last @), '' for none (`postmaster`). */
+/**
+ * The domain of a recipient path (after the last @), '' for none (`postmaster`). The path
+ * is protocol text (one character per byte); the domain is looked up as the text its bytes
+ * spell in UTF-8 (RFC 6531), so `RCPT TO:<u@bücher.example>` finds the route of
+ * `bücher.example` and of `xn--bcher-kva.example`. Bytes that are not UTF-8 are no domain
+ * (no route). Only the lookup decodes: what is relayed stays the client's own bytes.
+ */
 function domainOf(path: string): string {
   const at = path.lastIndexOf('@');
-  return at < 0 ? '' : path.slice(at + 1);
+  return at < 0 ? '' : (utf8Text(path.slice(at + 1)) ?? '');
 }
 
 /** Ends the upstream's side of an open transaction (RSET), keeping the connection. */
