@@ -21,6 +21,10 @@
  *   getNofile() -> {soft, hard}  getrlimit(RLIMIT_NOFILE); unlimited is Infinity
  *   setNofile(soft, hard)        setrlimit(RLIMIT_NOFILE): more connections than the
  *                                inherited limit allows (raising hard needs CAP_SYS_RESOURCE)
+ *   resolveHost(name) -> [ip, ...]
+ *                                getaddrinfo(3), synchronously, in the order it returns:
+ *                                a host name in Listen is resolved while the configuration
+ *                                is parsed, as proxsmtpd did, and Node's dns is asynchronous
  * Shared counters for Workers: N are in native/cells.c, dot-stuffing in native/dot.c and
  * the filter's spawn in native/spawn.c.
  * Every socket made here is close-on-exec: a filter never inherits one.
@@ -34,6 +38,7 @@
 #include <math.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -565,6 +570,56 @@ static napi_value TrimMemory(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- resolveHost ---- */
+
+/*
+ * The addresses of a host name, as getaddrinfo returns them (any family, its order,
+ * duplicates of one address dropped). proxsmtpd's sock_any_pton called getaddrinfo with
+ * no hints and took the first result; AI_ADDRCONFIG is what glibc assumes without hints.
+ * A failure throws an Error whose code is the EAI_ name and whose message is gai_strerror.
+ */
+static napi_value ResolveHost(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  char name[256];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 1 || arg_string(env, argv[0], name, sizeof name, "resolveHost: name must be a string of at most 255 bytes") != 0)
+    return NULL;
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_ADDRCONFIG;
+  int rc = getaddrinfo(name, NULL, &hints, &res);
+  if (rc != 0) {
+    const char *code = rc == EAI_NONAME ? "EAI_NONAME" : rc == EAI_AGAIN ? "EAI_AGAIN" : rc == EAI_FAIL ? "EAI_FAIL" : "EAI_OTHER";
+    napi_value c, text, error;
+    napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c);
+    napi_create_string_utf8(env, rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc), NAPI_AUTO_LENGTH, &text);
+    napi_create_error(env, c, text, &error);
+    napi_throw(env, error);
+    return NULL;
+  }
+  napi_value out;
+  napi_create_array(env, &out);
+  uint32_t n = 0;
+  char prev[INET6_ADDRSTRLEN] = "";
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    char text[INET6_ADDRSTRLEN] = "";
+    if (ai->ai_family == AF_INET)
+      inet_ntop(AF_INET, &((const struct sockaddr_in *)ai->ai_addr)->sin_addr, text, sizeof text);
+    else if (ai->ai_family == AF_INET6)
+      inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, text, sizeof text);
+    if (text[0] == '\0' || strcmp(text, prev) == 0) continue;
+    memcpy(prev, text, sizeof prev);
+    napi_value v;
+    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, out, n++, v);
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
 static napi_value Init(napi_env env, napi_value exports) {
   tune_malloc();
   register_dot(env, exports);
@@ -580,6 +635,7 @@ static napi_value Init(napi_env env, napi_value exports) {
   export_fn(env, exports, "getNofile", GetNofile);
   export_fn(env, exports, "setNofile", SetNofile);
   export_fn(env, exports, "trimMemory", TrimMemory);
+  export_fn(env, exports, "resolveHost", ResolveHost);
   return exports;
 }
 

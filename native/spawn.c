@@ -1,6 +1,11 @@
 /*
  * spawnFilter(command, env, stdinFd, stdoutFd, onExit) -> { pid, stderr }
  *
+ * command and every env entry ("NAME=value") are Buffers, passed to exec as they are:
+ * proxsmtpd handed the FilterCommand's bytes to /bin/sh unchanged, whatever the
+ * configuration file's encoding, and a string would have to be valid UTF-8 to cross
+ * N-API. A NUL byte ends the string there, as it did in proxsmtpd's C strings.
+ *
  * Runs `/bin/sh -c command` with posix_spawn, in a process group of its own (pgid = pid),
  * every signal at its default and none blocked, stdin and stdout on the given descriptors
  * (-1: /dev/null), stderr on a new pipe whose read end is returned. libuv's spawn forks the
@@ -76,33 +81,52 @@ static void on_exit_ready(uv_poll_t *p, int status, int events) {
   uv_close((uv_handle_t *)p, on_closed);
 }
 
+#define USAGE "spawnFilter(command: Buffer, env: Buffer[], stdinFd: number, stdoutFd: number, onExit: function)"
+
+/* A NUL-terminated copy of a Buffer's bytes (malloc'd), or NULL if `v` is not a Buffer. */
+static char *buffer_string(napi_env env, napi_value v) {
+  bool is_buffer = false;
+  void *data = NULL;
+  size_t len = 0;
+  if (napi_is_buffer(env, v, &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, v, &data, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  if (s == NULL) return NULL;
+  if (len > 0) memcpy(s, data, len);
+  s[len] = '\0';
+  return s;
+}
+
 static napi_value SpawnFilter(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  size_t len;
-  bool is_array = false;
+  bool is_array = false, is_buffer = false;
   int32_t in_fd, out_fd;
   napi_valuetype cb_type;
-  if (argc < 5 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &len) != napi_ok ||
+  if (argc < 5 || napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
       napi_is_array(env, argv[1], &is_array) != napi_ok || !is_array ||
       napi_get_value_int32(env, argv[2], &in_fd) != napi_ok || napi_get_value_int32(env, argv[3], &out_fd) != napi_ok ||
       napi_typeof(env, argv[4], &cb_type) != napi_ok || cb_type != napi_function) {
-    napi_throw_type_error(env, NULL, "spawnFilter(command: string, env: string[], stdinFd: number, stdoutFd: number, onExit: function)");
+    napi_throw_type_error(env, NULL, USAGE);
     return NULL;
   }
-  char *command = malloc(len + 1);
-  napi_get_value_string_utf8(env, argv[0], command, len + 1, &len);
   uint32_t n = 0;
   napi_get_array_length(env, argv[1], &n);
+  char *command = buffer_string(env, argv[0]);
   char **envp = calloc(n + 1, sizeof(char *));
-  for (uint32_t i = 0; i < n; i++) {
+  bool bad = command == NULL;
+  for (uint32_t i = 0; i < n && !bad; i++) {
     napi_value v;
-    size_t l = 0;
     napi_get_element(env, argv[1], i, &v);
-    napi_get_value_string_utf8(env, v, NULL, 0, &l);
-    envp[i] = malloc(l + 1);
-    napi_get_value_string_utf8(env, v, envp[i], l + 1, &l);
+    envp[i] = buffer_string(env, v);
+    bad = envp[i] == NULL;
+  }
+  if (bad) {
+    for (uint32_t i = 0; i < n; i++) free(envp[i]);
+    free(envp);
+    free(command);
+    napi_throw_type_error(env, NULL, USAGE);
+    return NULL;
   }
   char *args[] = {"/bin/sh", "-c", command, NULL};
   napi_value result = NULL;

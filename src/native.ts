@@ -77,12 +77,17 @@ interface Addon {
    * end is returned; onExit gets the exit code, or null and the signal number.
    */
   spawnFilter(
-    command: string,
-    env: readonly string[],
+    command: Buffer,
+    env: readonly Buffer[],
     stdinFd: number,
     stdoutFd: number,
     onExit: (code: number | null, signal: number | null) => void,
   ): { readonly pid: number; readonly stderr: number };
+  /**
+   * getaddrinfo(3), synchronously: the IP addresses of a host name, in its order. Throws an
+   * Error whose code is the EAI_ name (EAI_NONAME, EAI_AGAIN, ...) and message gai_strerror.
+   */
+  resolveHost(name: string): string[];
   /** malloc_trim(0): glibc gives back the free pages inside its heaps. */
   trimMemory(): void;
   /** A new zeroed page of counters shared across processes (native/cells.c); `fd` is close-on-exec. */

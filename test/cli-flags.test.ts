@@ -50,8 +50,60 @@ test('getopt forms: -d4 and -ffile work (level 4 logs the dialogue)', async () =
     const c = await RawClient.connect(d.port);
     assert.equal(await c.reply(), '220 smtp.passthru\r\n');
     assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n');
-    await d.waitForLog(/CLIENT > NOOP/);
+    await d.waitForLog(/CLIENT < NOOP/);
     assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
+  } finally {
+    await d.stop();
+    await up.close();
+  }
+});
+
+test("-d 4 writes the dialogue as proxsmtpd did: CLIENT < what the client sent, CLIENT > what it got, SERVER > / SERVER < likewise, each reply line on its own (audit D7)", async () => {
+  const ehlo = ['250-upstream.test Hello', '250-STARTTLS', '250 8BITMIME'];
+  const up = await RecordingUpstream.start({ ehlo, greeting: '220 upstream.test ESMTP' });
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}` });
+  try {
+    const c = await RawClient.connect(d.port);
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    assert.equal(await c.command('EHLO client.test'), '250-smtp.passthru\r\n250 8BITMIME\r\n');
+    assert.equal(await c.command('MAIL FROM:<a@example.org>'), '250 2.0.0 Ok\r\n');
+    assert.equal(await c.command('RCPT TO:<b@example.net>'), '250 2.1.5 Ok\r\n');
+    assert.match(await c.command('DATA'), /^354 /);
+    assert.match(await c.command('Subject: s\r\n\r\nsecret body\r\n.'), /^250 2\.0\.0 Ok: queued as Q1\r\n$/);
+    assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
+    await d.waitForLog(/CLIENT > 221 2\.0\.0 Bye\n/);
+    const dialogue = d.log().split('\n').flatMap((l) => /^smtpsiftd: 100000: ((?:CLIENT|SERVER) [<>] .*)$/.exec(l)?.slice(1) ?? []);
+    assert.deepEqual(dialogue, [
+      'SERVER < 220 upstream.test ESMTP',
+      'CLIENT > 220 smtp.passthru',
+      'CLIENT < EHLO client.test',
+      'SERVER > EHLO client.test',
+      'SERVER < 250-upstream.test Hello',
+      'SERVER < 250-STARTTLS',
+      'SERVER < 250 8BITMIME',
+      'CLIENT > 250-smtp.passthru',
+      'CLIENT > 250 8BITMIME',
+      'CLIENT < MAIL FROM:<a@example.org>',
+      'SERVER > MAIL FROM:<a@example.org>',
+      'SERVER < 250 2.0.0 Ok',
+      'CLIENT > 250 2.0.0 Ok',
+      'CLIENT < RCPT TO:<b@example.net>',
+      'SERVER > RCPT TO:<b@example.net>',
+      'SERVER < 250 2.1.5 Ok',
+      'CLIENT > 250 2.1.5 Ok',
+      'CLIENT < DATA',
+      'CLIENT > 354 Start mail input; end with <CRLF>.<CRLF>',
+      'SERVER > DATA',
+      'SERVER < 354 End data with <CR><LF>.<CR><LF>',
+      'SERVER > .',
+      'SERVER < 250 2.0.0 Ok: queued as Q1',
+      'CLIENT > 250 2.0.0 Ok: queued as Q1',
+      'CLIENT < QUIT',
+      'SERVER > QUIT',
+      'SERVER < 221 2.0.0 Bye',
+      'CLIENT > 221 2.0.0 Bye',
+    ]);
+    assert.doesNotMatch(d.log(), /secret body/);
   } finally {
     await d.stop();
     await up.close();
@@ -69,7 +121,7 @@ test('-d 2 logs notices but not the dialogue', async () => {
     assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n');
     assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
     await c.waitClosed();
-    assert.doesNotMatch(d.log(), /CLIENT >|accepted connection/);
+    assert.doesNotMatch(d.log(), /CLIENT [<>]|SERVER [<>]|accepted connection/);
   } finally {
     await d.stop();
     await up.close();

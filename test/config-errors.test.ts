@@ -62,8 +62,23 @@ test('bad enumerations: TransparentProxy, FilterType, Skip', async () => {
 });
 
 test('bad Listen', async () => {
-  for (const bad of ['1.2.3.4.5', '127.0.0.1:99999', 'localhost:25', '[::1', 'relay.example']) {
-    await oneError(`${OUT}\nListen: ${bad}\n`, 2, 'Listen:', /is not a listen address; use port, ip, ip:port, \[ipv6\]:port or \/path\/to\/socket/);
+  for (const bad of ['1.2.3.4.5', '1.2.3:25', '127.0.0.1:99999', 'localhost:99999', '[::1', 'bad host!:25']) {
+    await oneError(`${OUT}\nListen: ${bad}\n`, 2, 'Listen:', /is not a listen address; use port, ip, ip:port, \[ipv6\]:port, host:port or \/path\/to\/socket/);
+  }
+});
+
+test('Listen: a host name that does not resolve is a configuration error naming FILE:LINE, for the daemon and for check', async () => {
+  // .invalid never resolves (RFC 6761 §6.4).
+  for (const name of ['relay.invalid:2525', 'relay.invalid']) {
+    await oneError(`${OUT}\nListen: ${name}\n`, 2, 'Listen:', /Listen: cannot resolve the host name 'relay\.invalid': \S/);
+  }
+  const conf = configFile(`${OUT}\nListen: relay.invalid:2525\n`);
+  try {
+    const r = await runSift(['check', '-f', conf.file]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, new RegExp(`^smtpsift: ${conf.file}:2: Listen: cannot resolve the host name 'relay\\.invalid'`));
+  } finally {
+    conf.remove();
   }
 });
 
@@ -94,13 +109,13 @@ test('TransparentProxy (issue 4): no OutAddress needed; a unix Listen is refused
 
 test('several errors are reported together, each with its own line, exit 2', async () => {
   const { lines, file } = await daemonErrors(
-    [OUT, 'Bogus: 1', 'TimeOut: soon', 'no colon here', 'Listen: nowhere:25', 'TransparentProxy: half', 'XClient: perhaps', ''].join('\n'),
+    [OUT, 'Bogus: 1', 'TimeOut: soon', 'no colon here', 'Listen: nowhere:99999', 'TransparentProxy: half', 'XClient: perhaps', ''].join('\n'),
   );
   const expect: Array<[number, RegExp]> = [
     [2, /unknown option 'Bogus'/],
     [3, /TimeOut: 'soon' is not a whole number/],
     [4, /invalid line 'no colon here'/],
-    [5, /Listen: 'nowhere:25' is not a listen address/],
+    [5, /Listen: 'nowhere:99999' is not a listen address/],
     [6, /TransparentProxy: 'half' is not allowed/],
     [7, /XClient: 'perhaps' is not a boolean/],
   ];
@@ -130,6 +145,12 @@ test('a missing config file is a clear error, exit 2', async () => {
   const r = await runDaemonCli(['-d', '0', '-f', '/nonexistent/smtpsiftd.conf']);
   assert.equal(r.status, 2);
   assert.equal(r.stderr, 'smtpsiftd: /nonexistent/smtpsiftd.conf: cannot read the configuration file: no such file\n');
+});
+
+test('a directory given as the config file is a clear error, exit 2', async () => {
+  const r = await runDaemonCli(['-d', '0', '-f', '/tmp']);
+  assert.equal(r.status, 2);
+  assert.equal(r.stderr, 'smtpsiftd: /tmp: cannot read the configuration file: is a directory\n');
 });
 
 test('an unknown User is a FILE:LINE error, exit 2', async () => {
@@ -182,4 +203,18 @@ test('smtpsift check on a missing file: the error, exit 2', async () => {
   assert.equal(r.status, 2);
   assert.equal(r.stdout, '');
   assert.equal(r.stderr, 'smtpsift: /nonexistent/smtpsiftd.conf: cannot read the configuration file: no such file\n');
+});
+
+test('a NUL byte in a value is an error (C would cut the value there), and control characters of a garbled file are not written to the terminal', async () => {
+  const t = configFile('Listen: 127.0.0.1:0\nOutAddress: 127.0.0.1:25\nFilterCommand: /bin/cat\0-x\n\x1b[31mgarbage\x07\n');
+  try {
+    const r = await runDaemonCli(['-d', '0', '-f', t.file]);
+    assert.equal(r.status, 2);
+    assert.equal(
+      r.stderr,
+      `smtpsiftd: ${t.file}:3: FilterCommand: a NUL byte in the value\nsmtpsiftd: ${t.file}:4: invalid line '?[31mgarbage?': expected 'Name: value'\n`,
+    );
+  } finally {
+    t.remove();
+  }
 });

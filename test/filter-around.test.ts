@@ -137,6 +137,8 @@ test('KeepAlives 1: a client pausing 2.5 s mid-DATA makes the upstream see NOOPs
     assert.equal(await slowClient(c, 2500), '250 2.0.0 Ok: queued as Q1\r\n');
     assert.ok(noopsBeforeData(r) >= 2, JSON.stringify(r.up.commands));
     assert.equal(r.up.messages[0]?.toString('latin1'), 'Subject: slow\r\n\r\nfirst half\r\nsecond half\r\n');
+    // -d 4 shows them as proxsmtpd did (audit D7): the NOOP sent, the reply received.
+    assert.match(r.d.log(), /: SERVER > NOOP\n[^\n]*: SERVER < 250 2\.0\.0 Ok\n/);
     assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n', 'client and upstream still in step');
   });
 });

@@ -6,6 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { tempDir } from './helpers/daemon.js';
 import { parseEnv0, sendMessage, withFilter } from './helpers/filter.js';
 import type { RawClient } from './helpers/client.js';
 
@@ -208,4 +210,58 @@ test('an internationalised (UTF-8) sender and recipient reach the filter as the 
     assert.equal(env.get('SENDER'), 'jösé@exämple.org');
     assert.equal(env.get('RECIPIENTS'), 'пользователь@пример.рф');
   });
+});
+
+test('a sender and recipient in bytes that are not UTF-8 (Latin-1) reach the filter as the same bytes', T, async () => {
+  await withFilter({ config: (sc) => ({ FilterCommand: `env -0 > ${sc.path('env')}; cat` }) }, async ({ session }, sc) => {
+    const c = await session();
+    // RawClient writes strings as latin1: these are the bytes E9 and FC on the wire.
+    assert.equal(await sendMessage(c, 'jos\xe9@example.org', ['m\xfcller@example.net'], BODY), '250 2.0.0 Ok: queued as Q1\r\n');
+    const env = lastEnv((n) => sc.read(n));
+    assert.equal(env.get('SENDER'), 'jos\xe9@example.org');
+    assert.equal(env.get('RECIPIENTS'), 'm\xfcller@example.net');
+  });
+});
+
+// Unix sockets, as proxsmtpd 1.10 was seen to do it (audit D10, checked against
+// /usr/sbin/proxsmtpd): a client on a unix socket Listen gets CLIENT set but empty and the
+// Header's %l is the socket's path (%i empty); a unix socket OutAddress is SERVER.
+test('a client on a unix socket Listen: CLIENT is set and empty; Header %i is empty and %l the socket path', T, async () => {
+  const t = tempDir('smtpsift-unix-');
+  try {
+    const listen = join(t.dir, 'listen.sock');
+    await withFilter(
+      { config: (sc) => ({ Listen: listen, FilterCommand: `env -0 > ${sc.path('env')}; cat`, Header: 'X-Where: [%i] [%l]' }) },
+      async ({ session, up }, sc) => {
+        const c = await session();
+        assert.equal(await sendMessage(c, 'a@example.org', ['b@example.net'], BODY), '250 2.0.0 Ok: queued as Q1\r\n');
+        const env = lastEnv(sc.read);
+        assert.equal(env.get('CLIENT'), '', 'CLIENT is set, empty');
+        assert.equal(env.get('SERVER'), '127.0.0.1');
+        assert.equal(up.messages[0]?.toString('latin1'), `Subject: env\r\nX-Where: [] [${listen}]\r\n\r\nbody\r\n`);
+      },
+    );
+  } finally {
+    t.remove();
+  }
+});
+
+test('a unix socket OutAddress: SERVER is its path', T, async () => {
+  const t = tempDir('smtpsift-unix-');
+  try {
+    const out = join(t.dir, 'upstream.sock');
+    await withFilter(
+      { upstream: { path: out }, config: (sc) => ({ OutAddress: out, FilterCommand: `env -0 > ${sc.path('env')}; cat` }) },
+      async ({ session, up }, sc) => {
+        const c = await session();
+        assert.equal(await sendMessage(c, 'a@example.org', ['b@example.net'], BODY), '250 2.0.0 Ok: queued as Q1\r\n');
+        const env = lastEnv(sc.read);
+        assert.equal(env.get('SERVER'), out);
+        assert.equal(env.get('CLIENT'), '127.0.0.1');
+        assert.equal(up.messages.length, 1);
+      },
+    );
+  } finally {
+    t.remove();
+  }
 });

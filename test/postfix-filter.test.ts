@@ -255,7 +255,9 @@ describe('smtpsiftd with shell filters inside a real Postfix', { skip, timeout: 
       } else {
         // B: the entry smtpd's client sends one XFORWARD with ADDR and HELO (proxsmtpd lost
         // HELO here, bug B3); the reply came from the reinjection smtpd through smtpsiftd.
-        const xf = new RegExp(`CLIENT > [^\\n]*XFORWARD [^\\n]*ADDR=${escape(ORIG_ADDR)}[^\\n]*HELO=${escape(ORIG_HELO)}[^\\n]*`).exec(d.log());
+        // The debug log cuts a line at 79 characters as proxsmtpd did, which may cut the HELO
+        // value: REMOTE_HELO (assertFilterEnv) shows that it was ORIG_HELO.
+        const xf = new RegExp(`CLIENT < XFORWARD [^\\n]*ADDR=${escape(ORIG_ADDR)} [^\\n]*HELO=[^\\n]*`).exec(d.log());
         assert.ok(xf, `no single XFORWARD with both ADDR and HELO in smtpsiftd's log:\n${d.log()}`);
         t.diagnostic(`B: smtpsiftd got ${xf[0]}`);
         assert.match(pf.log(), new RegExp(`proxy-accept: END-OF-MESSAGE: 250 2\\.0\\.0 Ok: queued as ${queueId(sent.reply)};`));

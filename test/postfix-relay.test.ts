@@ -128,7 +128,7 @@ for (const cut of [false, true]) {
       // Dot-stuffing undone exactly once on the way.
       assert.ok(msg?.includes(`\n.leading dot line\n`), msg);
       // Cut through, the 354 was the reinjection smtpd's; else smtpsiftd's own.
-      assert.match(d.log(), cut ? /CLIENT < 354 End data with <CR><LF>\.<CR><LF>/ : /CLIENT < 354 Start mail input/);
+      assert.match(d.log(), cut ? /CLIENT > 354 End data with <CR><LF>\.<CR><LF>/ : /CLIENT > 354 Start mail input/);
 
       // The queued message left through the scan transport to smtpsiftd, which answered with the
       // reinjection smtpd's reply, and that reinjected message is the one in the Maildir.

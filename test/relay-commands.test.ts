@@ -226,3 +226,31 @@ test('an upstream reply line too long for proxsmtpd (4224 bytes) is cut, not fat
     assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n');
   });
 });
+
+test('replies with a TAB after the code (the last line of a reply) are relayed byte for byte and the message goes through (audit D6: 421)', T, async () => {
+  const respond = (line: string): string | null => {
+    if (line.startsWith('MAIL')) return '250\tok tab';
+    if (line.startsWith('RCPT')) return '250-2.1.5 first\r\n250\t2.1.5 last';
+    return null;
+  };
+  await withRelay({ upstream: { respond, afterData: () => '250\t2.0.0 queued, tab' } }, async ({ up, session }) => {
+    const c = await session();
+    assert.equal(await c.command('MAIL FROM:<a@example.org>'), '250\tok tab\r\n');
+    assert.equal(await c.command('RCPT TO:<b@example.net>'), '250-2.1.5 first\r\n250\t2.1.5 last\r\n');
+    assert.equal(await c.command('DATA'), '354 Start mail input; end with <CRLF>.<CRLF>\r\n');
+    assert.equal(await c.command('Subject: tab\r\n\r\nbody\r\n.'), '250\t2.0.0 queued, tab\r\n');
+    assert.equal(up.messages[0]?.toString('latin1'), 'Subject: tab\r\n\r\nbody\r\n');
+    assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
+  });
+});
+
+test('a line that is not a reply (no code, or a code run on into text) is still a protocol error: 421 and close', T, async () => {
+  for (const bad of ['hello there', '250x ok', '25\tshort']) {
+    const respond = (line: string): string | null => (line.startsWith('NOOP') ? bad : null);
+    await withRelay({ upstream: { respond } }, async ({ session }) => {
+      const c = await session();
+      assert.equal(await c.command('NOOP'), '421 4.4.0 Upstream server protocol error, try again later\r\n', bad);
+      await c.waitClosed();
+    });
+  }
+});

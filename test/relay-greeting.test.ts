@@ -21,6 +21,16 @@ test('a bare "220" greeting is rewritten too', T, async () => {
   });
 });
 
+test('a greeting with a TAB after 220 is rewritten too, and the session goes on (audit D6: it was a 421)', T, async () => {
+  await withRelay({ upstream: { greeting: '220\tupstream.test tab' } }, async ({ up, connect }) => {
+    const c = await connect();
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    assert.match(await c.command('EHLO client.test'), /^250-smtp\.passthru\r\n/);
+    assert.equal(await c.command('NOOP'), '250 2.0.0 Ok\r\n');
+    assert.equal(up.commands.at(-1), 'NOOP\r\n');
+  });
+});
+
 test('ServerName replaces the host in the greeting, the EHLO and the HELO reply', T, async () => {
   await withRelay({ config: { ServerName: 'mx1.example.org' } }, async ({ connect }) => {
     const c = await connect();

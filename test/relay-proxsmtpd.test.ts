@@ -21,9 +21,29 @@ interface Seen {
   readonly commands: string[][];
   /** The DATA bytes the upstream received, as on the wire. */
   readonly messages: string[];
+  /** The daemon's `-d 4` log. */
+  readonly log: string;
 }
 
-async function run(which: 'proxsmtpd' | 'smtpsiftd', upstream: UpstreamOptions, config: Record<string, string>, script: Script): Promise<Seen> {
+/** Waits until the daemon has logged `re` (its stderr arrives on its own schedule). */
+async function logged(log: () => string, re: RegExp, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!re.test(log())) {
+    if (Date.now() > deadline) throw new Error(`the log never matched ${re}:\n${log()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * `until`: a log line to wait for before stopping the daemon, when the test reads the log.
+ */
+async function run(
+  which: 'proxsmtpd' | 'smtpsiftd',
+  upstream: UpstreamOptions,
+  config: Record<string, string>,
+  script: Script,
+  until?: RegExp,
+): Promise<Seen> {
   const up = await RecordingUpstream.start(upstream);
   const options = { OutAddress: `127.0.0.1:${up.port}`, ...config };
   const server = which === 'proxsmtpd' ? await startProxsmtpd(options) : await startDaemon(options);
@@ -31,7 +51,13 @@ async function run(which: 'proxsmtpd' | 'smtpsiftd', upstream: UpstreamOptions, 
   try {
     c = await RawClient.connect(server.port);
     const transcript = await script(c);
-    return { transcript, commands: up.sessions.map((s) => [...s.commands]), messages: up.messages.map((m) => m.toString('latin1')) };
+    if (until !== undefined) await logged(() => server.log(), until);
+    return {
+      transcript,
+      commands: up.sessions.map((s) => [...s.commands]),
+      messages: up.messages.map((m) => m.toString('latin1')),
+      log: server.log(),
+    };
   } finally {
     c?.close();
     await server.stop();
@@ -128,4 +154,63 @@ test('proxsmtpd equality: a CRLF message with dot-stuffed lines, its 354 and fin
   );
   assert.deepEqual(seen.messages, [body]);
   assert.equal(seen.transcript[4], '354 Start mail input; end with <CRLF>.<CRLF>\r\n');
+});
+
+test('proxsmtpd equality: a TAB after the reply code is a last line: the greeting is rewritten, other replies relayed as they came (audit D6)', T, async () => {
+  const respond = (line: string): string | null => {
+    if (line.startsWith('MAIL')) return '250\t2.1.0 tab ok';
+    if (line.startsWith('HELP')) return '214-2.0.0 first\r\n214\t2.0.0 last, after a TAB';
+    if (line.startsWith('NOOP')) return '250\tok tab';
+    return null;
+  };
+  const seen = await compare(
+    conversation('EHLO client.test\r\n', 'MAIL FROM:<a@example.org>\r\n', 'HELP\r\n', 'RCPT TO:<b@example.net>\r\n'),
+    { greeting: '220\tupstream.test tab', respond },
+  );
+  assert.deepEqual(seen.transcript, [
+    '220 smtp.passthru\r\n',
+    '250-smtp.passthru\r\n250-SIZE 104857600\r\n250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250 XFORWARD NAME ADDR PROTO HELO SOURCE PORT IDENT\r\n',
+    '250\t2.1.0 tab ok\r\n',
+    '214-2.0.0 first\r\n214\t2.0.0 last, after a TAB\r\n',
+    '250 2.1.5 Ok\r\n',
+    '250\tok tab\r\n',
+  ]);
+});
+
+/** The `-d 4` dialogue lines of a log, by direction (`CLIENT <` ...), in order. */
+function dialogue(log: string): Map<string, string[]> {
+  const byDirection = new Map<string, string[]>();
+  for (const m of log.matchAll(/^\w+: [0-9A-F]{6}: ((?:CLIENT|SERVER) [<>]) (.*)$/gm)) {
+    const [, direction = '', line = ''] = m;
+    byDirection.set(direction, [...(byDirection.get(direction) ?? []), line]);
+  }
+  return byDirection;
+}
+
+test('proxsmtpd equality: the -d 4 dialogue: CLIENT < received, CLIENT > sent, SERVER > sent, SERVER < each reply line, cut at 79 (audit D7)', T, async () => {
+  const respond = (line: string): string | null => (line.startsWith('HELP') ? '214-2.0.0 first\r\n214 2.0.0 last' : null);
+  const script = conversation(
+    'EHLO client.test\r\n',
+    'MAIL FROM:<a@example.org>\r\n',
+    'RCPT TO:<b@example.net>\r\n',
+    'DATA\r\n',
+    'Subject: logged?\r\n\r\nthe body is never logged\r\n.\r\n',
+    'HELP\r\n',
+    `NOOP ${'x'.repeat(100)}\r\n`,
+    'QUIT\r\n',
+  );
+  // Ends with the QUIT's 221 (the conversation's own NOOP then finds the connection closed).
+  const quiet: Script = async (c) => script(c).catch(() => []);
+  const theirs = await run('proxsmtpd', { respond }, {}, quiet, /CLIENT > 221 /);
+  const ours = await run('smtpsiftd', { respond }, { Pipelining: 'off' }, quiet, /CLIENT > 221 /);
+  const expected = dialogue(theirs.log);
+  assert.deepEqual(dialogue(ours.log), expected, `smtpsiftd's dialogue:\n${ours.log}\nproxsmtpd's:\n${theirs.log}`);
+  // What the test is about, spelled out.
+  assert.deepEqual(expected.get('CLIENT <')?.slice(0, 2), ['EHLO client.test', 'MAIL FROM:<a@example.org>']);
+  assert.deepEqual(expected.get('SERVER <')?.slice(0, 3), ['220 upstream.test ESMTP recording', '250-upstream.test Hello', '250-PIPELINING']);
+  assert.deepEqual(expected.get('CLIENT >')?.slice(0, 2), ['220 smtp.passthru', '250-smtp.passthru']);
+  assert.ok(expected.get('SERVER >')?.includes('.'), 'the end of data is logged');
+  assert.ok(expected.get('SERVER <')?.includes('214-2.0.0 first'), 'every line of a multi-line reply is logged');
+  assert.ok(expected.get('CLIENT <')?.includes(`NOOP ${'x'.repeat(74)}`), 'a line is cut at 79 characters');
+  assert.doesNotMatch(ours.log, /body is never logged/);
 });

@@ -1,8 +1,9 @@
 // Address forms accepted by Listen and OutAddress (proxsmtpd.conf(5), extended with
-// [ipv6]:port, bare IPv6 addresses and, for OutAddress, host names and unix sockets).
+// [ipv6]:port, bare IPv6 addresses and, for OutAddress, unix sockets). Both take host names.
 
 import { isIP } from 'node:net';
 import { ValueError } from './errors.js';
+import { native } from '../native.js';
 
 export type ListenAddress =
   | { readonly kind: 'tcp'; readonly host: string; readonly port: number }
@@ -41,18 +42,40 @@ function hostPort(text: string, defaultPort: number, allowZero = false): { host:
   return host !== '' && p !== undefined ? { host, port: p } : undefined;
 }
 
+/** A name to look up, not a mistyped IPv4 address (`1.2.3`, which getaddrinfo would take as 1.2.0.3). */
+const isHostName = (host: string): boolean => HOST_NAME.test(host) && !/^[\d.]+$/.test(host);
+
+/**
+ * The address a host name in Listen stands for: resolved once, here, so that a name that
+ * does not resolve is a configuration error (FILE:LINE, exit 2) and the daemon listens on
+ * an IP like any other. proxsmtpd (sock_any_pton) called getaddrinfo and took the first
+ * result; so do we, IPv4 or IPv6, and the other addresses of the name are not used.
+ */
+function resolveListenHost(name: string): string {
+  let addresses: string[];
+  try {
+    addresses = native.resolveHost(name);
+  } catch (e) {
+    throw new ValueError(`cannot resolve the host name '${name}': ${(e as Error).message}`);
+  }
+  const first = addresses[0];
+  if (first === undefined) throw new ValueError(`cannot resolve the host name '${name}': no address`);
+  return first;
+}
+
 export function parseListen(text: string): ListenAddress {
   const bad = (): never => {
     throw new ValueError(
-      `'${text}' is not a listen address; use port, ip, ip:port, [ipv6]:port or /path/to/socket`,
+      `'${text}' is not a listen address; use port, ip, ip:port, [ipv6]:port, host:port or /path/to/socket`,
     );
   };
   if (text.startsWith('/')) return { kind: 'unix', path: text };
   const p = port(text, true);
   if (p !== undefined) return { kind: 'tcp', host: '0.0.0.0', port: p };
   const hp = hostPort(text, DEFAULT_LISTEN_PORT, true) ?? bad();
-  if (isIP(hp.host) === 0) bad();
-  return { kind: 'tcp', ...hp };
+  if (isIP(hp.host) !== 0) return { kind: 'tcp', ...hp };
+  if (!isHostName(hp.host)) bad();
+  return { kind: 'tcp', host: resolveListenHost(hp.host), port: hp.port };
 }
 
 export function parseOutAddress(text: string): OutAddress {

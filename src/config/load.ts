@@ -1,7 +1,13 @@
 // proxsmtpd.conf syntax (spec §2): `Name: value` lines, names case-insensitive, split at
 // the first colon, name and value trimmed, `#` lines and blank lines ignored, the last
 // value wins. Every problem is reported as `FILE:LINE: ...`; all of them, not just the first.
+//
+// The file is bytes, not text: proxsmtpd never decoded it, and a value such as Header,
+// FilterReject or FilterCommand reached its destination byte for byte, in UTF-8, Latin-1 or
+// anything else. So the file is read as latin1 (one char per byte, nothing lost) and each
+// option says whether its value stays bytes or is decoded as UTF-8 (OptionRow.bytes).
 
+import { isUtf8 } from 'node:buffer';
 import { readFileSync } from 'node:fs';
 import { formatAddress, type ListenAddress, type OutAddress } from './addresses.js';
 import { ConfigError, ValueError } from './errors.js';
@@ -28,32 +34,66 @@ function defaults(): Record<OptionKey, unknown> {
   return out;
 }
 
-/** Parses configuration text; `file` only names it in messages. */
+/** The file's bytes as a string, one char per byte (see the top of this file). */
+export const asBytes = (buf: Buffer): string => buf.toString('latin1');
+
+/**
+ * Bytes (latin1) as text, for a message: what is not UTF-8 shows as U+FFFD, and a control
+ * character as '?', so that a garbled file cannot write escape sequences to a terminal.
+ */
+const shown = (bytes: string): string => Buffer.from(bytes, 'latin1').toString('utf8').replace(/[\x00-\x1f\x7f]/g, '?');
+
+/**
+ * White space as C's isspace() sees it in the C locale, which proxsmtpd trimmed: not the
+ * latin1 chars String.trim() also removes (0xA0 is a byte of many UTF-8 characters).
+ */
+const trimStart = (t: string): string => t.replace(/^[ \t\n\v\f\r]+/, '');
+const trim = (t: string): string => trimStart(t).replace(/[ \t\n\v\f\r]+$/, '');
+
+/** A UTF-8 byte order mark, as latin1: an editor's, not part of the first line. */
+const BOM = '\xef\xbb\xbf';
+
+/**
+ * Parses configuration bytes, given as latin1 (asBytes: one char per byte); `file` only
+ * names it in messages. ASCII text is the same either way.
+ */
 export function parseConfig(text: string, file: string): Config {
   const values = defaults();
   const setAt = new Map<OptionKey, number>();
   /** Options given on some line, valid or not: a bad OutAddress is not also "missing". */
   const given = new Set<OptionKey>();
   const problems: string[] = [];
-  const lines = text.split('\n');
+  const lines = (text.startsWith(BOM) ? text.slice(BOM.length) : text).split('\n');
   lines.forEach((raw, i) => {
     const lineNo = i + 1;
-    const line = raw.replace(/\r$/, '').trimStart();
+    const line = trimStart(raw.replace(/\r$/, ''));
     if (line === '' || line.startsWith('#')) return;
     const colon = line.indexOf(':');
     if (colon < 0) {
-      problems.push(`${file}:${lineNo}: invalid line '${line}': expected 'Name: value'`);
+      problems.push(`${file}:${lineNo}: invalid line '${shown(line)}': expected 'Name: value'`);
       return;
     }
-    const name = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
+    const name = trim(line.slice(0, colon));
+    const bytes = trim(line.slice(colon + 1));
     const key = BY_NAME.get(name.toLowerCase());
     if (key === undefined) {
-      problems.push(`${file}:${lineNo}: unknown option '${name}'; see smtpsiftd.conf(5) for the options`);
+      problems.push(`${file}:${lineNo}: unknown option '${shown(name)}'; see smtpsiftd.conf(5) for the options`);
       return;
     }
     given.add(key);
     const r = SCHEMA[key] as OptionRow<unknown>;
+    // A path or a name is opened or looked up through Node, which takes UTF-8: other bytes
+    // would name a different file, so they are refused rather than changed.
+    if (r.bytes !== true && !isUtf8(Buffer.from(bytes, 'latin1'))) {
+      problems.push(`${file}:${lineNo}: ${r.name}: '${shown(bytes)}' is not valid UTF-8; only the values of Header, FilterCommand, FilterReject and Banner may be in another encoding`);
+      return;
+    }
+    // C strings end at a NUL: the rest of the value would be dropped without a word.
+    if (bytes.includes('\0')) {
+      problems.push(`${file}:${lineNo}: ${r.name}: a NUL byte in the value`);
+      return;
+    }
+    const value = r.bytes === true ? bytes : Buffer.from(bytes, 'latin1').toString('utf8');
     try {
       values[key] = r.parse(value);
       setAt.set(key, lineNo);
@@ -122,10 +162,10 @@ export function parseConfig(text: string, file: string): Config {
   return config;
 }
 
-/** The text each Config was parsed from (worker processes parse it again). */
+/** The bytes (latin1) each Config was parsed from (worker processes parse them again). */
 const SOURCES = new WeakMap<Config, string>();
 
-/** The configuration text `config` was parsed from, for parseConfig in a worker process. */
+/** The configuration bytes (latin1) `config` was parsed from, for parseConfig in a worker process. */
 export function configSource(config: Config): string | undefined {
   return SOURCES.get(config);
 }
@@ -133,10 +173,10 @@ export function configSource(config: Config): string | undefined {
 export function loadConfig(file: string): Config {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = asBytes(readFileSync(file));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : String(e);
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
     throw new ConfigError([`${file}: cannot read the configuration file: ${why}`]);
   }
   return parseConfig(text, file);
@@ -157,14 +197,17 @@ function show(value: unknown): string {
  * The effective configuration in the file's own syntax, every option listed; an option
  * that is unset is a comment, so the output is itself a valid configuration. The options
  * of routed mode are listed only in routed mode (RouteType set): elsewhere they would be
- * an error, and the output must load again.
+ * an error, and the output must load again. Bytes, not text: a byte-valued option (Header,
+ * ...) is written as the file had it, whatever its encoding; the rest is UTF-8.
  */
-export function formatConfig(config: Config): string {
-  const line = (key: OptionKey): string =>
-    config[key] === undefined
-      ? `#${SCHEMA[key].name}:`
-      : `${SCHEMA[key].name}: ${key === 'workers' && config.workers === 0 ? 'auto' : show(config[key])}`;
+export function formatConfig(config: Config): Buffer {
+  const line = (key: OptionKey): Buffer => {
+    const r = SCHEMA[key] as OptionRow<unknown>;
+    if (config[key] === undefined) return Buffer.from(`#${r.name}:\n`);
+    const value = key === 'workers' && config.workers === 0 ? 'auto' : show(config[key]);
+    return Buffer.concat([Buffer.from(`${r.name}: `), Buffer.from(value, r.bytes === true ? 'latin1' : 'utf8'), Buffer.from('\n')]);
+  };
   const routed = config.routeType !== undefined;
   const keys = OPTION_KEYS.filter((k) => routed || (k !== 'routeType' && !ROUTED_ONLY.includes(k)));
-  return keys.map(line).join('\n') + '\n';
+  return Buffer.concat(keys.map(line));
 }

@@ -23,6 +23,13 @@ export interface OptionRow<T> {
   readonly doc: string;
   /** Other names accepted for the option (Moxy's), case-insensitive like the name. */
   readonly aliases?: readonly string[];
+  /**
+   * The value is bytes: given to parse as latin1 (one char per byte of the file) and
+   * written out as latin1 by its sink (the message, a reply, /bin/sh), so that it arrives
+   * byte for byte whatever the file's encoding, as with proxsmtpd. Without it the value is
+   * text for Node (a path, a name, a format): decoded as UTF-8, and refused if it is not.
+   */
+  readonly bytes?: true;
   /** Options that are parsed but whose feature has not landed: a start-up error when set. */
   readonly notBuilt?: (value: T) => string | undefined;
   parse(text: string): T;
@@ -78,8 +85,11 @@ export const SCHEMA = {
     arg: 'address',
     doc:
       'Where to accept SMTP connections: a port alone (all IPv4 addresses), an IP address ' +
-      '(port 10025), ip:port, [ipv6]:port, or the absolute path of a unix socket (a stale ' +
-      'socket file there is removed first).',
+      '(port 10025), ip:port, [ipv6]:port, host:port or host (port 10025), or the absolute ' +
+      'path of a unix socket (a stale socket file there is removed first). A host name is ' +
+      'resolved once, at start-up, with getaddrinfo(3): the daemon listens on the first ' +
+      'address it returns, IPv4 or IPv6, as proxsmtpd did, and on none of the others. A name ' +
+      'that does not resolve is a configuration error.',
     parse: parseListen,
   }),
   outAddress: row<OutAddress | undefined>({
@@ -219,6 +229,7 @@ export const SCHEMA = {
   filterCommand: row<string | undefined>({
     name: 'FilterCommand',
     defaultText: '',
+    bytes: true,
     arg: 'command',
     doc:
       'The filter, run as /bin/sh -c command for every message, with the daemon\'s ' +
@@ -244,6 +255,7 @@ export const SCHEMA = {
   filterReject: row<string>({
     name: 'FilterReject',
     defaultText: '530 Email Rejected',
+    bytes: true,
     arg: 'reply',
     doc:
       'The reply to MAIL, RCPT and DATA with FilterType reject. Text without a three-digit ' +
@@ -262,6 +274,7 @@ export const SCHEMA = {
   header: row<string | undefined>({
     name: 'Header',
     defaultText: '',
+    bytes: true,
     arg: 'header',
     doc:
       'A header added to every message, with %i (client IP), %l (local IP), %d (date) and ' +
@@ -364,6 +377,7 @@ export const SCHEMA = {
   banner: row<string | undefined>({
     name: 'Banner',
     defaultText: '',
+    bytes: true,
     arg: 'text',
     doc:
       'The text of the greeting in routed mode, after "220 ". Default: ServerName followed by ' +

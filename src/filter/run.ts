@@ -8,6 +8,7 @@ import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { native } from '../native.js';
+import type { FilterEnv } from './env.js';
 import { LastLine } from './last-line.js';
 import type { FilterEnd } from './verdict.js';
 import { received } from '../net/garbage.js';
@@ -18,12 +19,13 @@ const KILL_GRACE_MS = 300;
 const STDERR_LINGER_MS = 200;
 
 export interface FilterJob {
+  /** FilterCommand as read from the configuration: latin1, one char per byte of the file. */
   readonly command: string;
   /** pipe: the file on stdin; file: nothing on stdin (the message is named by $EMAIL). */
   readonly stdin: string | undefined;
   /** pipe: a new private file that gets stdout (the filtered message). */
   readonly stdout: string | undefined;
-  readonly env: NodeJS.ProcessEnv;
+  readonly env: FilterEnv;
   readonly timeoutMs: number;
 }
 
@@ -61,8 +63,9 @@ export function runFilter(job: FilterJob): FilterRun {
   let child: { readonly pid: number; readonly stderr: number };
   try {
     // posix_spawn, not child_process.spawn: that one forks the whole daemon (native/spawn.c).
-    const env = Object.entries(job.env).map(([k, v]) => `${k}=${v ?? ''}`);
-    child = native.spawnFilter(job.command, env, stdinFd ?? -1, stdoutFd ?? -1, (code, signal) => exited?.(code, signal));
+    // The command goes as the file's own bytes, as proxsmtpd passed it to /bin/sh.
+    const command = Buffer.from(job.command, 'latin1');
+    child = native.spawnFilter(command, job.env, stdinFd ?? -1, stdoutFd ?? -1, (code, signal) => exited?.(code, signal));
   } catch (e) {
     return { pid: undefined, ended: Promise.resolve({ kind: 'crash', why: `cannot run /bin/sh: ${(e as Error).message}` }) };
   } finally {
@@ -86,7 +89,11 @@ export function runFilter(job: FilterJob): FilterRun {
       if (!keepStderr) stderr.destroy();
       resolve(end);
     };
-    const deadline = setTimeout(() => {
+    /** SIGTERM to the whole group, SIGKILL after a grace in which traps may clean up; once. */
+    let stopping = false;
+    const stopGroup = (): void => {
+      if (stopping) return;
+      stopping = true;
       killGroup(pid, 'SIGTERM');
       // stderr stays open through the grace: a filter that cleans up on SIGTERM (or whose
       // shell reports "Terminated") must not die of SIGPIPE before its trap has run.
@@ -94,6 +101,9 @@ export function runFilter(job: FilterJob): FilterRun {
         killGroup(pid, 'SIGKILL');
         stderr.destroy();
       }, KILL_GRACE_MS).unref();
+    };
+    const deadline = setTimeout(() => {
+      stopGroup();
       finish({ kind: 'crash', why: `timeout: no verdict after ${job.timeoutMs / 1000} s; killed` }, true);
     }, job.timeoutMs);
     stderr.on('data', (chunk: Buffer) => {
@@ -106,10 +116,11 @@ export function runFilter(job: FilterJob): FilterRun {
       if (status) finish(withLine(status, lastLine));
     });
     exited = (code, signal) => {
-      // The verdict is the shell's: what it left running in its group (`prog &`) is killed
-      // now, so that nothing writes to the message once it is being sent, and no filter
-      // outlives its run (design invariant 5). A program meant to stay must leave the group.
-      killGroup(pid, 'SIGKILL');
+      // The verdict is the shell's: what it left running in its group (`prog &`) is
+      // stopped now, so that nothing writes to the message for long once it is being sent,
+      // and no filter outlives its run (design invariant 5). A program meant to stay must
+      // leave the group. After a timeout, the stop under way goes on (its grace included).
+      stopGroup();
       status =
         code !== null
           ? { kind: 'exit', code, lastLine: undefined }

@@ -95,3 +95,22 @@ export function q(value: string): string {
   const clean = value.replace(/[^\x20-\x7e]/g, '?');
   return clean.length > 200 ? `${clean.slice(0, 200)}...` : clean;
 }
+
+/** proxsmtpd's MAX_LOG_LINE: a dialogue line in the debug log shows this much of the line. */
+const DIALOGUE_LINE = 79;
+
+export type Direction = 'CLIENT <' | 'CLIENT >' | 'SERVER <' | 'SERVER >';
+
+/**
+ * `-d 4`'s dialogue, written as proxsmtpd writes it (spec §19), since operators grep for
+ * these lines: `CLIENT <` what the client sent, `CLIENT >` what it was sent, `SERVER >`
+ * what the upstream was sent and `SERVER <` what it answered. Every line on the wire is
+ * one log line, each line of a multi-line reply too, cut at proxsmtpd's 79 characters
+ * (its log_io_data); unlike proxsmtpd, control bytes are shown as `?` (log injection).
+ */
+export function dialogue(log: Logger, direction: Direction, wire: string): void {
+  if (!log.enabled(Level.Debug)) return;
+  for (const line of wire.split(/[\r\n]+/)) {
+    if (line !== '') log.debug(`${direction} ${q(line.slice(0, DIALOGUE_LINE))}`);
+  }
+}

@@ -15,9 +15,8 @@
 import { SiftError } from '../errors.js';
 import { native, type RelayResult } from '../native.js';
 import { HeaderInserter } from '../filter/header.js';
-import { Level, q } from '../log/logger.js';
 import { DotDecoder, type Decoded } from '../smtp/dot.js';
-import { summary, type Reply } from '../smtp/reply.js';
+import type { Reply } from '../smtp/reply.js';
 import { MessageWriter } from '../upstream/message-writer.js';
 import { clientData, clientFailure, header, logMessage, skipsFilter } from './message.js';
 import { ClientGone, type Outcome, type Session } from './session.js';
@@ -37,6 +36,7 @@ export async function relayMessage(s: Session): Promise<Outcome> {
   let final: Reply;
   try {
     await passAll(s, message);
+    s.dialogue('SERVER >', '.');
     final = await s.upstream.reply();
   } catch (e) {
     // Whatever failed, the upstream must not end this message: drop its connection.
@@ -44,7 +44,7 @@ export async function relayMessage(s: Session): Promise<Outcome> {
     if (e instanceof ClientGone || e instanceof SiftError) logMessage(s, message.size, e instanceof SiftError ? e.reply : undefined, undefined);
     throw e;
   }
-  if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
+  s.dialogue('SERVER <', final.wire);
   s.send(final);
   logMessage(s, message.size, final, undefined, message.contentBytes);
   s.txn.reset();

@@ -5,16 +5,14 @@
 
 import { rmSync } from 'node:fs';
 import { SiftError } from '../errors.js';
-import { reply, summary, type Reply } from '../smtp/reply.js';
+import { reply, type Reply } from '../smtp/reply.js';
 import { MessageStore } from '../spool/message.js';
-import { Level, q } from '../log/logger.js';
 import { filterMessage, type FilterRequest } from '../filter/filter.js';
 import { outgoing } from '../filter/outgoing.js';
 import { MessageWriter } from '../upstream/message-writer.js';
 import type { Verdict } from '../filter/verdict.js';
 import { clientData, header, isFiltered, logMessage, skipsFilter } from './message.js';
 import { relayMessage } from './cut-through.js';
-import { plainIp } from '../net/address.js';
 import { keepAlive, type KeepAlive } from '../upstream/keepalive.js';
 import { ClientGone, type Outcome, type Session } from './session.js';
 
@@ -101,8 +99,9 @@ function facts(s: Session): FilterRequest['facts'] {
   return {
     sender: s.txn.sender,
     recipients: s.txn.recipients,
-    client: s.clientIp,
-    server: plainIp(s.upstream.remoteAddress),
+    // A client on a unix socket has no IP: proxsmtpd sets CLIENT to the empty string then.
+    client: s.clientIp ?? '',
+    server: s.upstream.filterAddress,
     remote: s.txn.remote,
     remoteHelo: s.txn.remoteHelo,
   };
@@ -144,6 +143,7 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
       throw new ClientGone('client closed the connection before the message was delivered');
     }
     await writer.end();
+    s.dialogue('SERVER >', '.');
   } catch (e) {
     // The upstream has part of the message: only dropping the connection guarantees that
     // nothing half-sent is ever delivered.
@@ -153,6 +153,6 @@ async function deliver(s: Session, source: string | Buffer, headerText: string |
     return [new SiftError('SPOOL_FAILED', '').reply, 'close'];
   }
   const final = await s.upstream.reply();
-  if (s.log.enabled(Level.Debug)) s.log.debug(`SERVER > ${q(summary(final))}`);
+  s.dialogue('SERVER <', final.wire);
   return [final, 'continue', writer.contentBytes];
 }

@@ -55,7 +55,7 @@ export const isFiltered = (s: Session): boolean => !skipsFilter(s) && s.config.f
 export function header(s: Session): string | undefined {
   const template = s.config.header;
   if (template === undefined) return undefined;
-  return expandHeader(template, { clientIp: s.clientIp, localIp: s.localIp, date: new Date() }, (m) => s.log.warn(m));
+  return expandHeader(template, { clientIp: s.clientIp, localIp: s.localName, date: new Date() }, (m) => s.log.warn(m));
 }
 
 export function logMessage(s: Session, size: number, final: Reply | undefined, action: Verdict['action'] | undefined, sent?: number): void {

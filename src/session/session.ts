@@ -5,10 +5,10 @@
 import type { Socket } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { SiftError } from '../errors.js';
-import { Level, q, type Logger } from '../log/logger.js';
+import { dialogue, type Direction, type Logger } from '../log/logger.js';
 import { plainIp } from '../net/address.js';
 import { SocketReader, type LineResult } from '../net/reader.js';
-import { reply, summary, type Reply } from '../smtp/reply.js';
+import { reply, type Reply } from '../smtp/reply.js';
 import { hideInitialResponse, verbOf } from '../smtp/command.js';
 import type { Spool } from '../spool/spool.js';
 import type { Router } from '../routing/router.js';
@@ -56,8 +56,13 @@ export type Outcome = 'continue' | 'close';
 export class Session {
   readonly reader: SocketReader;
   readonly txn = new Transaction();
+  /** The client's IP address; undefined for a client on a unix socket. */
   readonly clientIp: string | undefined;
-  readonly localIp: string | undefined;
+  /**
+   * Where the client connected to, for the Header's %l: the local IP address, or for a
+   * unix socket Listen its path, as proxsmtpd expands it (observed: `%l` gave the path).
+   */
+  readonly localName: string | undefined;
   readonly log: Logger;
   private up: Upstream | undefined;
   authenticated = false;
@@ -81,7 +86,8 @@ export class Session {
     socket.setNoDelay(true);
     this.reader = new SocketReader(socket); // which also takes the socket's errors, as end of input
     this.clientIp = plainIp(socket.remoteAddress);
-    this.localIp = plainIp(socket.localAddress);
+    const listen = services.config.listen;
+    this.localName = this.clientIp === undefined && listen.kind === 'unix' ? listen.path : plainIp(socket.localAddress);
     this.log = services.log.child(id);
   }
 
@@ -122,7 +128,7 @@ export class Session {
 
   /** Writes a reply in one write (design invariant 7). */
   send(r: Reply): void {
-    if (this.log.enabled(Level.Debug)) for (const l of r.wire.split('\r\n').slice(0, -1)) this.log.debug(`CLIENT < ${q(l)}`);
+    this.dialogue('CLIENT >', r.wire);
     if (!this.socket.destroyed) this.socket.write(Buffer.from(r.wire, 'latin1'));
   }
 
@@ -134,18 +140,21 @@ export class Session {
     const line = await this.reader.line(MAX_COMMAND_LINE, this.timeoutMs);
     if (line === 'eof') throw new ClientGone('client closed the connection');
     if (line === 'timeout') throw new SiftError('CLIENT_TIMEOUT', `client idle for ${this.config.timeOut} s`);
-    if (line.kind === 'line' && this.log.enabled(Level.Debug)) {
-      this.log.debug(`CLIENT > ${secret ? '(authentication data)' : q(hideInitialResponse(line.text))}`);
-    }
+    if (line.kind === 'line') this.dialogue('CLIENT <', secret ? '(authentication data)' : hideInitialResponse(line.text));
     return line;
   }
 
   /** A command to the upstream and its reply, logged at debug level (`secret`: not its text). */
   async forward(raw: string, secret = false): Promise<Reply> {
-    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER < ${secret ? '(authentication data)' : q(raw.trimEnd())}`);
+    this.dialogue('SERVER >', secret ? '(authentication data)' : raw);
     const r = await this.upstream.send(raw);
-    if (this.log.enabled(Level.Debug)) this.log.debug(`SERVER > ${q(summary(r))}`);
+    this.dialogue('SERVER <', r.wire);
     return r;
+  }
+
+  /** A line or reply on the wire, in the debug log as proxsmtpd wrote it (log/logger.ts). */
+  dialogue(direction: Direction, wire: string): void {
+    dialogue(this.log, direction, wire);
   }
 
   /** `done` is told when the session is over (one function for all sessions, not a closure each). */
@@ -190,6 +199,7 @@ export class Session {
     const endpoint = this.services.destination(this.socket, this.clientIp, this.log);
     this.up = await Upstream.connect(endpoint, this.timeoutMs);
     const greeting = await this.upstream.reply();
+    this.dialogue('SERVER <', greeting.wire);
     const single = greeting.code === 220 && greeting.lines.length === 1;
     this.send(single ? reply(220, this.config.serverName) : greeting);
   }

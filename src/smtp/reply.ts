@@ -27,8 +27,14 @@ export function summary(r: Reply): string {
 }
 
 /**
- * Collects reply lines into whole replies. A line is `ddd`, `ddd text` or `ddd-text`; the
- * reply ends at the first line without a `-`. Returns undefined until the reply is complete.
+ * Collects reply lines into whole replies. A line is `ddd`, `ddd text`, `ddd<TAB>text` or
+ * `ddd-text`; the reply ends at the first line without a `-`. Returns undefined until the
+ * reply is complete.
+ *
+ * RFC 5321 §4.2 puts an SP after the code, but proxsmtpd takes any whitespace there (spec
+ * §6: `220<TAB>host` is a greeting it rewrites) and relays a `250<TAB>ok` as it came, so a
+ * TAB is a last line's separator too: refusing it ended sessions that proxsmtpd served
+ * (audit D6). The line's bytes (`wire`) are kept as they came either way.
  */
 export class ReplyAssembler {
   private wire = '';
@@ -39,7 +45,7 @@ export class ReplyAssembler {
 
   /** `line` is one line with its ending (`raw`) and without it (`text`). */
   push(raw: string, text: string): Reply | undefined {
-    const m = /^([2-5]\d\d)([ -]|$)/.exec(text);
+    const m = /^([2-5]\d\d)([ \t-]|$)/.exec(text);
     if (m === null) throw new ProtocolError(`malformed reply line '${text.slice(0, 80)}'`);
     const code = Number(m[1]);
     if (this.texts.length > 0 && code !== this.code) {

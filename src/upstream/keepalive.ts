@@ -2,7 +2,7 @@
 // upstream session sits idle with MAIL and RCPT done; a NOOP every N seconds keeps it from
 // timing out (proxsmtpd sent none during the filter run: bug B6).
 
-import type { Logger } from '../log/logger.js';
+import { dialogue, type Logger } from '../log/logger.js';
 import type { Upstream } from './upstream.js';
 
 export interface KeepAlive {
@@ -19,8 +19,9 @@ export function keepAlive(upstream: Upstream, seconds: number, log: Logger): Kee
     inFlight = inFlight.then(async () => {
       if (stopped) return;
       try {
+        dialogue(log, 'SERVER >', 'NOOP');
         const r = await upstream.send('NOOP\r\n');
-        log.debug(`keepalive NOOP: ${r.code}`);
+        dialogue(log, 'SERVER <', r.wire);
       } catch (e) {
         // The DATA that follows meets the same failure and answers the client for it.
         log.warn(`keepalive NOOP failed: ${(e as Error).message}`);

@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import { drained, written, type DrainResult } from '../net/drain.js';
 import { SiftError } from '../errors.js';
 import { transparentConnect } from '../native.js';
+import { plainIp } from '../net/address.js';
 import { descriptorOf, SocketReader } from '../net/reader.js';
 import { ProtocolError, ReplyAssembler, type Reply } from '../smtp/reply.js';
 
@@ -45,6 +46,8 @@ export class Upstream {
 
   /** The host:port (or socket path) connected to, for the accounting's %dhost. */
   readonly peer: string;
+  /** The unix socket's path, when the upstream is one. */
+  private readonly path: string | undefined;
 
   private constructor(
     private readonly socket: Socket,
@@ -56,6 +59,7 @@ export class Upstream {
       ip !== undefined && socket.remotePort !== undefined
         ? describe({ host: ip, port: socket.remotePort })
         : endpoint !== undefined ? describe(endpoint) : '';
+    this.path = endpoint !== undefined && 'path' in endpoint ? endpoint.path : undefined;
     this.reader = new SocketReader(socket);
     socket.on('close', () => (this.closed = true));
   }
@@ -94,9 +98,12 @@ export class Upstream {
     return new Upstream(socket, timeoutMs, to); // whose reader takes the socket's errors
   }
 
-  /** The upstream's IP address as the filter sees it (SERVER), if on TCP. */
-  get remoteAddress(): string | undefined {
-    return this.socket.remoteAddress;
+  /**
+   * The upstream as the filter sees it (SERVER): its IP address, or the path of a unix
+   * socket, which is what proxsmtpd sets there (observed: `SERVER=/path/to/socket`).
+   */
+  get filterAddress(): string | undefined {
+    return this.path ?? plainIp(this.socket.remoteAddress);
   }
 
   /** The socket's descriptor, when it is open with nothing of ours waiting to be written. */

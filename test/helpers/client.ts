@@ -65,8 +65,8 @@ export class RawClient {
   /** One whole reply (all its lines, CRLFs included). */
   reply(timeoutMs = 5000): Promise<string> {
     return this.until(() => {
-      // A last line may be a bare code (`250\r\n`).
-      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?:[ \r][^\n]*)?\n/.exec(this.buf);
+      // A last line may be a bare code (`250\r\n`), or have a TAB after its code (`250\tok`).
+      const m = /^(?:\d{3}-[^\n]*\n)*\d{3}(?:[ \t\r][^\n]*)?\n/.exec(this.buf);
       if (!m) return undefined;
       this.buf = this.buf.slice(m[0].length);
       return m[0];
