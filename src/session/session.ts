@@ -9,7 +9,7 @@ import { dialogue, type Direction, type Logger } from '../log/logger.js';
 import { plainIp } from '../net/address.js';
 import { SocketReader, type LineResult } from '../net/reader.js';
 import { reply, type Reply } from '../smtp/reply.js';
-import { hideInitialResponse, verbOf } from '../smtp/command.js';
+import { hasControl, hideInitialResponse, verbOf } from '../smtp/command.js';
 import type { Spool } from '../spool/spool.js';
 import type { Router } from '../routing/router.js';
 import type { Accounting } from '../accounting/accounting.js';
@@ -170,6 +170,10 @@ export class Session {
         this.idle = false;
         if (line.kind === 'toolong') {
           this.send(reply(500, 'Line too long'));
+          continue;
+        }
+        if (hasControl(line.text)) {
+          this.send(reply(500, '5.5.2 Syntax error: control character in the command'));
           continue;
         }
         const routed = this.services.router !== undefined;

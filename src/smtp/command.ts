@@ -1,5 +1,15 @@
 // Reading what a client's command line says, where the relay needs to know it.
 
+/**
+ * A control character other than TAB (NUL, VT, FF, a bare CR...) is in no SMTP command.
+ * Upstreams split words at some of them (Postfix at VT and FF), so a line with one would
+ * mean one command to them and another, or none, to the relay: `XCLIENT<VT>ADDR=...`
+ * passed through as an unknown verb. Such lines are refused, never relayed.
+ */
+export function hasControl(line: string): boolean {
+  return /[\x00-\x08\x0a-\x1f\x7f]/.test(line);
+}
+
 /** The verb: the first word, upper-cased. */
 export function verbOf(line: string): string {
   const m = /^[ \t]*([^ \t]*)/.exec(line);
