@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { once } from 'node:events';
@@ -332,6 +332,114 @@ test('without -d: a daemon that cannot listen makes the launcher fail with the r
   } finally {
     await up.close();
     await blocker.close();
+    t.remove();
+  }
+});
+
+test('without -d: -f and -p name files relative to where smtpsiftd was started; the detached copy\'s marker is not in a filter\'s environment', { timeout: 30_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const t = tempDir();
+  const port = await freePort();
+  const spool = join(t.dir, 'spool');
+  mkdirSync(spool);
+  const envFile = join(t.dir, 'filter.env');
+  writeFileSync(join(t.dir, 'rel.conf'), `Listen: 127.0.0.1:${port}\nOutAddress: 127.0.0.1:${up.port}\nTempDirectory: ${spool}\nFilterCommand: env > ${envFile}; cat\n`);
+  const pidFile = join(t.dir, 'rel.pid');
+  let pid = 0;
+  try {
+    const launched = await run('sh', ['-c', `cd "$0" && exec "$1" "$2" -f rel.conf -p rel.pid`, t.dir, process.execPath, SMTPSIFTD]);
+    assert.equal(launched.status, 0, launched.stderr);
+    pid = Number(readFileSync(pidFile, 'utf8'));
+    assert.ok(pid > 0 && alive(pid), `daemon ${pid} runs`);
+    assert.equal(readlinkSync(`/proc/${pid}/cwd`), '/');
+    const c = await RawClient.connect(port);
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    assert.match(await c.command('EHLO client.test'), /^250-/);
+    assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);
+    assert.match(await c.command('RCPT TO:<b@example.net>'), /^250 /);
+    assert.match(await c.command('DATA'), /^354 /);
+    c.send('Subject: relative\r\n\r\nhi\r\n.\r\n');
+    assert.equal(await c.reply(), '250 2.0.0 Ok: queued as Q1\r\n');
+    const env = readFileSync(envFile, 'latin1');
+    assert.match(env, /^SENDER=a@example\.org$/m);
+    assert.doesNotMatch(env, /SMTPSIFTD_DETACHED/);
+    process.kill(pid, 'SIGTERM');
+    await waitFor(() => !alive(pid), 'the daemon to exit');
+    assert.equal(existsSync(pidFile), false, 'pid file removed');
+    pid = 0;
+  } finally {
+    if (pid > 0 && alive(pid)) process.kill(pid, 'SIGKILL');
+    await up.close();
+    t.remove();
+  }
+});
+
+test('PidFile: one that cannot be written is a warning and the daemon serves; an empty one overrides -p (no pid file)', { timeout: 30_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const t = tempDir();
+  const cliPid = join(t.dir, 'cli.pid');
+  const daemons: Daemon[] = [];
+  try {
+    const unwritable = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, PidFile: join(t.dir, 'no', 'such', 'x.pid') });
+    daemons.push(unwritable);
+    const empty = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, PidFile: '' }, ['-d', '4', '-p', cliPid]);
+    daemons.push(empty);
+    await unwritable.waitForLog(/cannot write the pid file .*x\.pid: no such file or directory; going on without one/);
+    await empty.waitForLog(/ignoring pid file specified on the command line/);
+    for (const d of [unwritable, empty]) {
+      const c = await RawClient.connect(d.port);
+      assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+      assert.equal(await c.command('QUIT'), '221 2.0.0 Bye\r\n');
+    }
+    assert.equal(existsSync(cliPid), false, 'no pid file from -p');
+    assert.equal(await unwritable.stop(), 0);
+    assert.equal(await empty.stop(), 0);
+  } finally {
+    for (const d of daemons) if (alive(d.proc.pid ?? 0)) await d.stop('SIGKILL');
+    await up.close();
+    t.remove();
+  }
+});
+
+test('User: a TempDirectory that user cannot write is FILE:LINE and exit 2 at start-up, not an EACCES', { skip: !isRoot && 'needs root', timeout: 30_000 }, async () => {
+  const t = tempDir();
+  const spool = join(t.dir, 'root-only');
+  mkdirSync(spool, { mode: 0o755 });
+  const conf = join(t.dir, 'smtpsiftd.conf');
+  writeFileSync(conf, `Listen: 127.0.0.1:0\nOutAddress: 127.0.0.1:25\nUser: nobody\nTempDirectory: ${spool}\n`);
+  try {
+    const r = await run(process.execPath, [SMTPSIFTD, '-d', '2', '-f', conf]);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(r.stderr, new RegExp(`^smtpsiftd: ${conf}:4: TempDirectory: ${spool}: cannot make the private spool directory as nobody: permission denied$`, 'm'));
+    assert.doesNotMatch(r.stderr, /EACCES|at .*\.js:\d+/);
+  } finally {
+    t.remove();
+  }
+});
+
+test('the pid file is never written through a link planted in its directory, and is 0644 whatever the umask', { timeout: 30_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const t = tempDir();
+  const victim = join(t.dir, 'victim');
+  writeFileSync(victim, 'precious\n');
+  const pidFile = join(t.dir, 'smtpsiftd.pid');
+  symlinkSync(victim, pidFile);
+  let d: Daemon | undefined;
+  try {
+    d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}` }, ['-d', '4', '-p', pidFile], {
+      wrap: (argv) => ['sh', '-c', 'umask 000; exec "$@"', 'sh', ...argv],
+    });
+    await d.waitForLog(/listening on /);
+    assert.equal(readFileSync(victim, 'utf8'), 'precious\n');
+    const st = lstatSync(pidFile);
+    assert.ok(st.isFile(), 'a file of its own, not the link');
+    assert.equal(st.mode & 0o777, 0o644);
+    assert.equal(readFileSync(pidFile, 'utf8'), `${d.proc.pid}\n`);
+    assert.equal(await d.stop(), 0);
+    assert.equal(existsSync(pidFile), false);
+  } finally {
+    if (d !== undefined && alive(d.proc.pid ?? 0)) await d.stop('SIGKILL');
+    await up.close();
     t.remove();
   }
 });

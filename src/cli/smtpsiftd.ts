@@ -3,6 +3,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { resolve as absolute } from 'node:path';
 import { ConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { DEFAULT_CONFIG } from '../config/schema.js';
@@ -16,6 +17,9 @@ import { VERSION } from './version.js';
 const IDENT = 'smtpsiftd';
 /** Set in the detached child, whose fd 3 tells the parent how start-up went. */
 const DETACHED_ENV = 'SMTPSIFTD_DETACHED';
+const DETACHED = process.env[DETACHED_ENV] === '1';
+// Not for the filters, which get the daemon's environment.
+delete process.env[DETACHED_ENV];
 const USAGE = `usage: ${IDENT} [-d debuglevel] [-f configfile] [-p pidfile]\n       ${IDENT} -v\n`;
 
 
@@ -28,10 +32,13 @@ function parseLevel(text: string): number {
 
 /**
  * Without -d: start a detached copy of ourselves (new session, no terminal, cwd /) and
- * exit once it says it listens, with its error and status if it could not.
+ * exit once it says it listens, with its error and status if it could not. The files
+ * named by -f and -p are passed on as absolute paths, so that relative ones name what
+ * they named here.
  */
-function detach(): Promise<number> {
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+function detach(file: string, pidFile: string | undefined): Promise<number> {
+  const args = ['-f', absolute(file), ...(pidFile === undefined ? [] : ['-p', absolute(pidFile)])];
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1] ?? '', ...args], {
     detached: true,
     cwd: '/',
     stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
@@ -66,20 +73,21 @@ async function main(args: string[]): Promise<number> {
   const debug = opts.get('d') as string | undefined;
   const level = debug === undefined ? Level.Info : parseLevel(debug);
   const config = loadConfig(file);
-  const detached = process.env[DETACHED_ENV] === '1';
   const log = new Logger(debug === undefined ? syslogSink(IDENT, config.syslogSocket) : stderrSink(IDENT), level);
   const account = resolveSystem(config, (m) => log.warn(m));
   // The route table is read now, so a bad one is `FILE:LINE: ...` and exit status 2, like
   // the configuration; in the detached child too (reported through fd 3).
   const router = config.routeType !== undefined ? new Router(config, undefined) : undefined;
-  let pidFile = opts.get('p') as string | undefined;
-  if (config.pidFile !== undefined) {
+  const pidArg = opts.get('p') as string | undefined;
+  let pidFile = pidArg;
+  // A PidFile line overrides -p, an empty one too (no pid file), as with proxsmtpd.
+  if (config.lines.has('pidFile')) {
     if (pidFile !== undefined) log.warn('ignoring pid file specified on the command line');
     pidFile = config.pidFile;
   }
-  if (debug === undefined && !detached) return detach();
+  if (debug === undefined && !DETACHED) return detach(file, pidArg);
 
-  const report = detached ? createWriteStream('', { fd: 3 }) : undefined;
+  const report = DETACHED ? createWriteStream('', { fd: 3 }) : undefined;
   // The handlers come before the pid file and the "listening" notice: a SIGTERM sent as
   // soon as either appears must still drain and clean up, not kill us by default action.
   let daemon: Daemon | undefined;
@@ -97,6 +105,7 @@ async function main(args: string[]): Promise<number> {
   try {
     daemon = await startDaemon(config, { log, pidFile, account, router, onFatal: stop });
   } catch (e) {
+    if (e instanceof ConfigError) throw e; // FILE:LINE, exit 2
     throw new StartupError((e as Error).message, 1);
   }
   if (stopping) stop();
@@ -116,7 +125,7 @@ main(process.argv.slice(2)).then(
     const problems = e instanceof ConfigError ? e.problems : [(e as Error).message];
     const status = e instanceof StartupError ? e.status : e instanceof ConfigError ? 2 : 1;
     const text = problems.map((p) => `${IDENT}: ${p}`).join('\n');
-    if (process.env[DETACHED_ENV] === '1') {
+    if (DETACHED) {
       createWriteStream('', { fd: 3 }).end(`${status}\n${problems.join('\n')}\n`, () => process.exit(status));
     } else {
       process.stderr.write(`${text}\n`);

@@ -1,13 +1,13 @@
 // The daemon's life, in order: listen, pid file, worker processes (Workers), drop privileges, spool, serve, drain.
 
-import { closeSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { formatAddress } from '../config/addresses.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
 import { Spool } from '../spool/spool.js';
 import { CAP_NET_ADMIN } from '../native.js';
 import { destinationFor } from '../upstream/destination.js';
-import type { Router } from '../routing/router.js';
+import { relayWarnings, type Router } from '../routing/router.js';
 import { Listener } from './listener.js';
 import { raiseFdLimit } from './fdlimit.js';
 import { accountingFor, type Accounting } from '../accounting/accounting.js';
@@ -15,6 +15,7 @@ import { dropTo, type Account } from './privileges.js';
 import { connectionSlots, sharedConnectionSlots } from './slots.js';
 import { WorkerPool, workerCount } from './workers.js';
 import { configSource } from '../config/load.js';
+import { ConfigError } from '../config/errors.js';
 
 /** How long sessions may take to finish their message after SIGTERM (documented in smtpsiftd(8)). */
 export const DRAIN_SECONDS = 30;
@@ -78,7 +79,24 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
     log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
   }
   await listener.listen(config.listen, transparent === 'full');
-  if (opts.pidFile !== undefined) writeFileSync(opts.pidFile, `${process.pid}\n`);
+  // As proxsmtpd: a pid file that cannot be written is a warning, not a reason to stay down.
+  let pidFile = opts.pidFile;
+  if (pidFile !== undefined) {
+    try {
+      writePidFile(pidFile);
+    } catch (e) {
+      log.warn(`cannot write the pid file ${pidFile}: ${errnoText(e)}; going on without one`);
+      pidFile = undefined;
+    }
+  }
+  const removePidFile = (): void => {
+    if (pidFile === undefined) return;
+    try {
+      unlinkSync(pidFile);
+    } catch (e) {
+      log.warn(`cannot remove the pid file ${pidFile}: ${(e as Error).message}`);
+    }
+  };
   // Workers: the processes start before the drop and drop to the same account themselves.
   const configText = configSource(config);
   if (shared !== undefined && configText === undefined) throw new Error('Workers: the configuration text is not known');
@@ -103,24 +121,22 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
       );
     }
     // After the drop, so the spool belongs to the user the filters run as.
-    spool = spoolRef.spool = Spool.create(config.tempDirectory, log);
+    try {
+      spool = spoolRef.spool = Spool.create(config.tempDirectory, log);
+    } catch (e) {
+      const line = config.lines.get('tempDirectory');
+      const as = opts.account === undefined ? '' : ` as ${opts.account.name}`;
+      throw new ConfigError([`${config.file}${line === undefined ? '' : `:${line}`}: TempDirectory: ${config.tempDirectory}: cannot make the private spool directory${as}: ${errnoText(e)}`]);
+    }
     // Likewise the log file and the counters database (issue 6).
     spoolRef.accounting = accountingFor(config, log);
   } catch (e) {
     await pool?.kill();
+    removePidFile();
     throw e;
   }
-  if (router?.config.allowRelayFrom?.everyone === true) {
-    log.warn('AllowRelayFrom: * lets every client relay to any domain (an open relay)');
-  }
-  const removePidFile = (): void => {
-    if (opts.pidFile === undefined) return;
-    try {
-      unlinkSync(opts.pidFile);
-    } catch (e) {
-      log.warn(`cannot remove the pid file ${opts.pidFile}: ${(e as Error).message}`);
-    }
-  };
+  // The same warnings as smtpsift check: an open relay, options without effect.
+  if (router !== undefined) for (const w of relayWarnings(config)) log.warn(w);
   if (pool !== undefined) {
     try {
       await pool.init({
@@ -183,4 +199,26 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
 function boundAddress(listener: Listener, config: Config): string {
   const a = listener.tcpAddress();
   return formatAddress(a === undefined ? config.listen : { kind: 'tcp', host: a.address, port: a.port });
+}
+
+/** "permission denied", from Node's "EACCES: permission denied, open '/x'". */
+function errnoText(e: unknown): string {
+  const message = (e as Error).message;
+  return /^E[A-Z0-9]+: ([^,]+)/.exec(message)?.[1] ?? message;
+}
+
+/**
+ * Written as root, in a directory User may be able to write (its pid file's): so never
+ * through a link planted there (the old file is removed, the new one made exclusively,
+ * not following a symbolic link), and 0644 whatever the umask.
+ */
+function writePidFile(path: string): void {
+  rmSync(path, { force: true });
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o644);
+  try {
+    fchmodSync(fd, 0o644);
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
 }
