@@ -388,3 +388,17 @@ test('usage and configuration errors exit with 2', T, async () => {
   }
   assert.equal(existsSync(good.dir), false);
 });
+
+test('run as root with a User, try runs the filter as that user, as the daemon does', { ...T, skip: process.getuid?.() !== 0 && 'needs root' }, async () => {
+  const conf = configFile('');
+  try {
+    chmodSync(conf.dir, 0o755);
+    chmodSync(conf.spool, 0o1777);
+    writeFileSync(conf.file, `OutAddress: 127.0.0.1:2525\nTempDirectory: ${conf.spool}\nUser: nobody\nFilterCommand: echo "554 5.7.1 uid $(id -u)" >&2; exit 1\n`);
+    const r = await runTry(['-f', conf.file], 'Subject: x\r\n\r\nx\r\n');
+    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.fields.get('reply'), '554 5.7.1 uid 65534');
+  } finally {
+    conf.remove();
+  }
+});

@@ -14,6 +14,7 @@ import { expandHeader } from '../filter/header.js';
 import { outgoing } from '../filter/outgoing.js';
 import { rejection } from '../filter/verdict.js';
 import { Logger, stderrSink } from '../log/logger.js';
+import { dropTo, lookupUser } from '../server/privileges.js';
 
 /** Exit status per verdict; 2 stays for usage and configuration errors. */
 export const TRY_STATUS = { accept: 0, reject: 1, drop: 3, tempfail: 4 } as const;
@@ -48,6 +49,12 @@ export async function tryFilter(args: string[]): Promise<number> {
     const action = r.code < 300 ? 'drop' : r.code < 500 ? 'tempfail' : 'reject';
     process.stdout.write(`verdict: ${action}\nreply: ${r.wire.trimEnd()}\n`);
     return TRY_STATUS[action];
+  }
+  // As the daemon: run as root with a User, the filter runs as that user, never as root.
+  if (config.user !== undefined && process.getuid?.() === 0) {
+    const account = lookupUser(config.user);
+    if (account === undefined) throw new Error(`User: no such user '${config.user}'`);
+    dropTo(account);
   }
   const dir = mkdtempSync(join(writable(config.tempDirectory) ? config.tempDirectory : tmpdir(), 'smtpsift-try-'));
   const message = join(dir, 'message');
