@@ -5,6 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import { connect } from 'node:net';
 import { once } from 'node:events';
@@ -439,6 +441,30 @@ test('the pid file is never written through a link planted in its directory, and
     assert.equal(existsSync(pidFile), false);
   } finally {
     if (d !== undefined && alive(d.proc.pid ?? 0)) await d.stop('SIGKILL');
+    await up.close();
+    t.remove();
+  }
+});
+
+test('User with a unix socket Listen: the socket is the user\'s, so a client running as that user connects (as with proxsmtpd)', { skip: !isRoot && 'needs root', timeout: 30_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const t = tempDir();
+  chmodSync(t.dir, 0o755);
+  const spool = join(t.dir, 'spool');
+  mkdirSync(spool, { mode: 0o1777 });
+  chmodSync(spool, 0o1777);
+  const socketPath = join(t.dir, 'smtpsiftd.sock');
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Listen: socketPath, User: 'nobody', TempDirectory: spool });
+  try {
+    await d.waitForLog(/listening on /);
+    assert.equal(lstatSync(socketPath).uid, 65534);
+    // A client of that uid: the greeting comes.
+    const script = `require('net').connect(${JSON.stringify(socketPath)}).on('data', (b) => { process.stdout.write(b); process.exit(0); }).on('error', (e) => { console.error(e.code); process.exit(1); })`;
+    // Not spawnSync: the upstream, in this process, must answer meanwhile.
+    const r = await promisify(execFile)(process.execPath, ['-e', script], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 10_000 });
+    assert.equal(r.stdout, '220 smtp.passthru\r\n');
+  } finally {
+    await d.stop();
     await up.close();
     t.remove();
   }

@@ -1,6 +1,6 @@
 // The daemon's life, in order: listen, pid file, worker processes (Workers), drop privileges, spool, serve, drain.
 
-import { closeSync, constants, fchmodSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import { chownSync, closeSync, constants, fchmodSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
 import { formatAddress } from '../config/addresses.js';
 import type { Config } from '../config/schema.js';
 import type { Logger } from '../log/logger.js';
@@ -79,6 +79,9 @@ export async function startDaemon(config: Config, opts: DaemonOptions): Promise<
     log.warn('the OutAddress option will be ignored when TransparentProxy is enabled');
   }
   await listener.listen(config.listen, transparent === 'full');
+  // proxsmtpd bound after its switch to User, so its socket was User's: clients running as
+  // that user (Postfix as postfix, say) could connect. The same here, though bound as root.
+  if (config.listen.kind === 'unix' && opts.account !== undefined) chownSync(config.listen.path, opts.account.uid, opts.account.gid);
   // As proxsmtpd: a pid file that cannot be written is a warning, not a reason to stay down.
   let pidFile = opts.pidFile;
   if (pidFile !== undefined) {
