@@ -129,3 +129,23 @@ test('client silent past TimeOut in the middle of DATA: 421 4.4.2 and close, not
     assert.ok(!up.sessions[0]?.commands.includes('DATA\r\n'));
   });
 });
+
+test('a client that trickles a command a byte at a time (slowloris) gets 421 4.4.2 at TimeOut from the line\'s start, not never', async () => {
+  await withDaemon(async (d) => {
+    const c = await RawClient.connect(d.port);
+    assert.equal(await c.reply(), '220 smtp.passthru\r\n');
+    const t0 = Date.now();
+    // A byte every 200 ms, for at most 5 s (TimeOut is 1 s): the line never ends.
+    const trickle = setInterval(() => {
+      if (!c.socket.destroyed) c.socket.write('N');
+    }, 200);
+    try {
+      assert.equal(await c.reply(5000), IDLE);
+      const elapsed = Date.now() - t0;
+      assert.ok(elapsed >= 900 && elapsed < 2500, `421 after ${elapsed} ms (TimeOut 1 s)`);
+    } finally {
+      clearInterval(trickle);
+      c.close();
+    }
+  });
+});

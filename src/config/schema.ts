@@ -139,8 +139,10 @@ export const SCHEMA = {
     arg: 'seconds',
     doc:
       'How long to wait for the client or the upstream at any step, connecting to the ' +
-      'upstream included. An idle client gets "421 4.4.2" and is disconnected; an upstream ' +
-      'that does not answer in time ends the session with a 421. At least 1.',
+      'upstream included. A command line or a reply line must be whole within it, however ' +
+      'its bytes trickle in; inside DATA it is the longest silence. An idle client gets ' +
+      '"421 4.4.2" and is disconnected; an upstream that does not answer in time ends the ' +
+      'session with a 421. At least 1.',
     parse: integer(1, MAX_SECONDS, `must be a number of seconds from 1 to ${MAX_SECONDS}`),
   }),
   keepAlives: row<number>({

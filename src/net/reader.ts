@@ -117,7 +117,11 @@ export class SocketReader {
   }
 
   private wake(timedOut: boolean): void {
-    if (this.timer !== undefined && !timedOut) {
+    const w = this.lineWait;
+    // A chunk wait ends with any data. A line has one deadline, from when it was awaited:
+    // bytes that trickle in do not put it off, so a peer sending a byte a second (slowloris)
+    // cannot hold a connection past TimeOut with a line that never ends.
+    if (this.timer !== undefined && !timedOut && w === undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
@@ -126,10 +130,11 @@ export class SocketReader {
       this.chunkWait = undefined;
       c(timedOut);
     }
-    const w = this.lineWait;
     if (w === undefined) return;
     const r = this.scanLine(w);
-    if (r === undefined && !timedOut) return this.arm(w.timeoutMs);
+    if (r === undefined && !timedOut) return;
+    clearTimeout(this.timer);
+    this.timer = undefined;
     this.lineWait = undefined;
     const resolve = w.resolve;
     w.resolve = undefined;
@@ -210,7 +215,7 @@ export class SocketReader {
 
   /**
    * The next line, up to LF. A line of `maxBytes` or more (line ending included) is read
-   * to its end and reported as too long. `timeoutMs` bounds the wait for each chunk.
+   * to its end and reported as too long. `timeoutMs` bounds the wait for the whole line.
    */
   line(maxBytes: number, timeoutMs: number): Promise<ReadResult<LineResult>> {
     const w: LineWait = { maxBytes, timeoutMs, parts: undefined, size: 0, tooLong: false, head: '', resolve: undefined };
