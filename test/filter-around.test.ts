@@ -5,6 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -12,6 +13,7 @@ import { unstuff, verbs, type Relay } from './helpers/relay.js';
 import { sendMessage, withFilter } from './helpers/filter.js';
 import { startDaemon, tempDir } from './helpers/daemon.js';
 import { RawClient } from './helpers/client.js';
+import { RecordingUpstream } from './helpers/upstream.js';
 import { startSmtpServer } from './helpers/smtp-server.js';
 
 const T = { timeout: 20_000 };
@@ -39,6 +41,25 @@ for (const [name, wire, expected] of [
     assert.equal(await throughHeader('X-Filtered: yes', 'cat', wire), expected);
   });
 }
+
+test("Header's %d names the zone as strftime's %Z does (CET, IST), as proxsmtpd wrote it, not Intl's GMT+1", T, async () => {
+  for (const tz of ['Europe/Berlin', 'Asia/Kolkata']) {
+    const up = await RecordingUpstream.start();
+    const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Header: 'X-Date: %d' }, ['-d', '4'], { wrap: (argv) => ['env', `TZ=${tz}`, ...argv] });
+    try {
+      const c = await RawClient.connect(d.port);
+      assert.match(await c.reply(), /^220 /);
+      assert.match(await c.command('EHLO client.test'), /^250/);
+      assert.match(await sendMessage(c, 'a@example.org', ['b@example.net'], 'Subject: z\r\n\r\nbody\r\n'), /^250 /);
+      const zone = execFileSync('date', ['+%Z'], { env: { ...process.env, TZ: tz }, encoding: 'utf8' }).trim();
+      assert.match(up.messages[0]?.toString('latin1') ?? '', new RegExp(`^Subject: z\r\nX-Date: .* [+-]\\d{4} \\(${zone}\\)\r\n`));
+      c.close();
+    } finally {
+      await d.stop();
+      await up.close();
+    }
+  }
+});
 
 test('Header: a Received: header goes first, with %i %l %d expanded', T, async () => {
   const got = await throughHeader('Received: from %i by %l; %d', 'cat', 'Subject: r\r\n\r\nbody\r\n');

@@ -3,6 +3,8 @@
 // end of the header block), or at the end of a message that has no blank line at all
 // (proxsmtpd added nothing there: bug B9).
 
+import { zoneAbbreviation } from './zone.js';
+
 const MAX_HEADER = 1023;
 const LF = 10;
 const CRLF = Buffer.from('\r\n');
@@ -19,7 +21,8 @@ const pad = (n: number, width = 2, fill = '0'): string => String(Math.abs(n)).pa
 export function headerDate(d: Date): string {
   const [weekday, month] = d.toString().split(' ');
   const off = -d.getTimezoneOffset();
-  const zone = new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? '';
+  const zone =
+    zoneAbbreviation(d) ?? new Intl.DateTimeFormat('en-US', { timeZoneName: 'short' }).formatToParts(d).find((p) => p.type === 'timeZoneName')?.value ?? '';
   return (
     `${weekday} ${month} ${pad(d.getDate(), 2, ' ')} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ` +
     `${d.getFullYear()} ${off < 0 ? '-' : '+'}${pad(Math.trunc(off / 60))}${pad(off % 60)} (${zone})`
