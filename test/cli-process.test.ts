@@ -469,3 +469,22 @@ test('User with a unix socket Listen: the socket is the user\'s, so a client run
     t.remove();
   }
 });
+
+test('Listen: a unix socket path where a regular file is: one clear error, the file left alone', { timeout: 30_000 }, async () => {
+  const t = tempDir();
+  const path = join(t.dir, 'not-a-socket');
+  writeFileSync(path, 'keep me\n');
+  const conf = join(t.dir, 'smtpsiftd.conf');
+  writeFileSync(conf, `Listen: ${path}\nOutAddress: 127.0.0.1:25\nTempDirectory: ${t.dir}\n`);
+  try {
+    const r = await run(process.execPath, [SMTPSIFTD, '-d', '2', '-f', conf]);
+    assert.equal(r.status, 1);
+    assert.deepEqual(
+      r.stderr.split('\n').filter((l) => /listen/.test(l)),
+      [`smtpsiftd: cannot listen on ${path}: a file that is not a socket is there; it is left alone`],
+    );
+    assert.equal(readFileSync(path, 'utf8'), 'keep me\n');
+  } finally {
+    t.remove();
+  }
+});

@@ -48,6 +48,8 @@ export class Listener {
    * Logged at most every 10 s, however often it happens.
    */
   private serverError(e: NativeError): void {
+    // Before it listens, a failure is listen()'s to report, once.
+    if (!this.server.listening) return;
     if (e.code !== 'EMFILE' && e.code !== 'ENFILE') {
       this.log.error(`listener: ${e.message}`);
       return;
@@ -73,7 +75,9 @@ export class Listener {
    * so the addon makes the socket and Node serves the descriptor.
    */
   async listen(address: ListenAddress, transparent = false): Promise<void> {
-    if (address.kind === 'unix') removeStaleSocket(address.path);
+    if (address.kind === 'unix' && !removeStaleSocket(address.path)) {
+      throw new Error(`cannot listen on ${address.path}: a file that is not a socket is there; it is left alone`);
+    }
     // once() rejects with the 'error' event's error, so this also catches a failed bind.
     const ready = once(this.server, 'listening');
     if (address.kind === 'unix') this.server.listen({ path: address.path, backlog: BACKLOG });
@@ -152,11 +156,17 @@ export class Listener {
   }
 }
 
-/** A socket file left by an earlier run; anything that is not a socket is left alone. */
-function removeStaleSocket(path: string): void {
+/**
+ * Removes a socket file left by an earlier run; false when something that is not a socket
+ * is there (it is left alone).
+ */
+function removeStaleSocket(path: string): boolean {
+  let isSocket: boolean;
   try {
-    if (lstatSync(path).isSocket()) unlinkSync(path);
+    isSocket = lstatSync(path).isSocket();
   } catch {
-    // nothing there
+    return true; // nothing there
   }
+  if (isSocket) unlinkSync(path);
+  return isSocket;
 }
