@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { createRequire } from 'node:module';
 import { connect } from 'node:net';
@@ -485,6 +485,34 @@ test('Listen: a unix socket path where a regular file is: one clear error, the f
     );
     assert.equal(readFileSync(path, 'utf8'), 'keep me\n');
   } finally {
+    t.remove();
+  }
+});
+
+test('User: a filter runs with that user\'s HOME, USER and LOGNAME, not root\'s', { skip: !isRoot && 'needs root', timeout: 30_000 }, async () => {
+  const up = await RecordingUpstream.start();
+  const t = tempDir();
+  chmodSync(t.dir, 0o755);
+  const spool = join(t.dir, 'spool');
+  mkdirSync(spool);
+  chmodSync(spool, 0o1777);
+  const out = join(spool, 'filter-env');
+  const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, User: 'nobody', TempDirectory: spool, FilterCommand: `echo "$HOME|$USER|$LOGNAME|$(id -u)" > ${out}; cat` });
+  try {
+    const c = await RawClient.connect(d.port);
+    assert.match(await c.reply(), /^220 /);
+    assert.match(await c.command('EHLO client.test'), /^250/);
+    assert.match(await c.command('MAIL FROM:<a@example.org>'), /^250 /);
+    assert.match(await c.command('RCPT TO:<b@example.net>'), /^250 /);
+    assert.match(await c.command('DATA'), /^354 /);
+    c.send('Subject: home\r\n\r\nhi\r\n.\r\n');
+    assert.match(await c.reply(), /^250 /);
+    const home = execFileSync('getent', ['passwd', 'nobody'], { encoding: 'utf8' }).split(':')[5];
+    assert.equal(readFileSync(out, 'utf8'), `${home}|nobody|nobody|65534\n`);
+    c.close();
+  } finally {
+    await d.stop();
+    await up.close();
     t.remove();
   }
 });

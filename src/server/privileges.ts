@@ -9,17 +9,19 @@ export interface Account {
   readonly gid: number;
   /** Supplementary groups, the primary one included. */
   readonly groups: readonly number[];
+  /** The home directory, for HOME once switched. */
+  readonly home: string;
 }
 
 /** Looks a user up through NSS (`getent passwd`), by name or numeric uid. */
 export function lookupUser(user: string): Account | undefined {
   try {
     const entry = execFileSync('getent', ['passwd', user], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-    const [name, , uid, gid] = entry.trim().split('\n')[0]?.split(':') ?? [];
+    const [name, , uid, gid, , home] = entry.trim().split('\n')[0]?.split(':') ?? [];
     if (name === undefined || uid === undefined || gid === undefined) return undefined;
     const ids = execFileSync('id', ['-G', name], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     const groups = ids.trim().split(/\s+/).filter(Boolean).map(Number);
-    return { name, uid: Number(uid), gid: Number(gid), groups };
+    return { name, uid: Number(uid), gid: Number(gid), groups, home: home || '/' };
   } catch {
     return undefined;
   }
@@ -35,6 +37,11 @@ export function lookupUser(user: string): Account | undefined {
  * user has no capability at all. This is the main thread's set, the one that makes sockets.
  */
 export function dropTo(account: Account, keep: readonly number[] = []): void {
+  // What filters inherit names the user they run as, as login(1) would set it: a filter
+  // as nobody with root's HOME had tools (spamc, gpg) look in /root and fail.
+  process.env['HOME'] = account.home;
+  process.env['USER'] = account.name;
+  process.env['LOGNAME'] = account.name;
   process.setgroups?.(account.groups.length > 0 ? account.groups : [account.gid]);
   process.setgid?.(account.gid);
   if (keep.length === 0) {
