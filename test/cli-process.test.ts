@@ -37,6 +37,16 @@ async function connectRefused(port: number): Promise<boolean> {
   }
 }
 
+/** A TempDirectory like /tmp (world-writable, sticky) in a traversable private directory, for tests with User. */
+function worldSpool(): { t: ReturnType<typeof tempDir>; spool: string } {
+  const t = tempDir();
+  chmodSync(t.dir, 0o755);
+  const spool = join(t.dir, 'spool');
+  mkdirSync(spool);
+  chmodSync(spool, 0o1777);
+  return { t, spool };
+}
+
 test('SIGTERM: an idle session gets 421 at once, a message in DATA is delivered once then 421; pid file and spool removed, exit 0', async () => {
   const up = await RecordingUpstream.start();
   const t = tempDir();
@@ -146,12 +156,7 @@ test('MaxConnections: 2 -> the third client gets exactly the busy 421 and no ups
 test('User: nobody, Listen below 1024: bound as root, then uid 65534; the spool belongs to nobody (0700, files 0600)', { skip: !isRoot && 'needs root' }, async () => {
   const up = await RecordingUpstream.start();
   const port = await freePort(900, 1000);
-  // A TempDirectory like /tmp: world-writable and sticky, under a traversable directory.
-  const t = tempDir();
-  chmodSync(t.dir, 0o755);
-  const spool = join(t.dir, 'spool');
-  mkdirSync(spool);
-  chmodSync(spool, 0o1777);
+  const { t, spool } = worldSpool();
   // The pid file is written as root before the drop and removed as nobody at exit, so it
   // lives in a directory that belongs to nobody (as /run/smtpsiftd/ would be set up).
   const runDir = join(t.dir, 'run');
@@ -448,11 +453,7 @@ test('the pid file is never written through a link planted in its directory, and
 
 test('User with a unix socket Listen: the socket is the user\'s, so a client running as that user connects (as with proxsmtpd)', { skip: !isRoot && 'needs root', timeout: 30_000 }, async () => {
   const up = await RecordingUpstream.start();
-  const t = tempDir();
-  chmodSync(t.dir, 0o755);
-  const spool = join(t.dir, 'spool');
-  mkdirSync(spool, { mode: 0o1777 });
-  chmodSync(spool, 0o1777);
+  const { t, spool } = worldSpool();
   const socketPath = join(t.dir, 'smtpsiftd.sock');
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, Listen: socketPath, User: 'nobody', TempDirectory: spool });
   try {
@@ -491,11 +492,7 @@ test('Listen: a unix socket path where a regular file is: one clear error, the f
 
 test('User: a filter runs with that user\'s HOME, USER and LOGNAME, not root\'s', { skip: !isRoot && 'needs root', timeout: 30_000 }, async () => {
   const up = await RecordingUpstream.start();
-  const t = tempDir();
-  chmodSync(t.dir, 0o755);
-  const spool = join(t.dir, 'spool');
-  mkdirSync(spool);
-  chmodSync(spool, 0o1777);
+  const { t, spool } = worldSpool();
   const out = join(spool, 'filter-env');
   const d = await startDaemon({ OutAddress: `127.0.0.1:${up.port}`, User: 'nobody', TempDirectory: spool, FilterCommand: `echo "$HOME|$USER|$LOGNAME|$(id -u)" > ${out}; cat` });
   try {
